@@ -1,0 +1,153 @@
+"""Model loading and streaming generation, on tiny models saved with save_pretrained."""
+
+import threading
+
+import pytest
+import torch
+
+from moviechat_tui.dialogue import USER, Turn
+from moviechat_tui.generation import GenerationSettings, SettingsError, stream_reply
+from moviechat_tui.models import ModelLoadError, load_model
+
+GREEDY = GenerationSettings(temperature=0, repetition_penalty=1.0, no_repeat_ngram_size=0, max_new_tokens=20)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_gpt2_dir):
+    return load_model(str(tiny_gpt2_dir))
+
+
+def _prompt(loaded, text="Where are you going?"):
+    return loaded.format.prompt_ids([Turn(USER, text)])
+
+
+def test_a_save_pretrained_dir_loads_like_a_hub_id(tiny, tiny_gpt2_dir):
+    from transformers import AutoModelForCausalLM
+
+    reference = AutoModelForCausalLM.from_pretrained(tiny_gpt2_dir).eval()
+    ids = torch.tensor([_prompt(tiny)])
+    with torch.no_grad():
+        assert torch.allclose(tiny.model(ids).logits, reference(ids).logits, atol=1e-6)
+    assert tiny.format.name == "plain"
+    assert tiny.context_window == 256
+
+
+def test_streaming_matches_plain_greedy_generate(tiny):
+    prompt = _prompt(tiny)
+    stream = stream_reply(tiny, prompt, GREEDY)
+    pieces = list(stream)
+    with torch.no_grad():
+        out = tiny.model.generate(
+            torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+            do_sample=False, max_new_tokens=20, min_new_tokens=1,
+            eos_token_id=tiny.format.end_of_turn_id, pad_token_id=tiny.tokenizer.pad_token_id,
+        )
+    expected = tiny.tokenizer.decode(out[0, len(prompt):], skip_special_tokens=True).strip()
+    assert "".join(pieces).strip() == expected == stream.text
+    assert stream.stats.new_tokens == out.shape[1] - len(prompt)
+    assert stream.finish_reason in ("length", "end_of_turn")
+
+
+def test_seeded_sampling_is_reproducible(tiny):
+    settings = GenerationSettings(temperature=1.0, seed=7, max_new_tokens=15)
+    first = stream_reply(tiny, _prompt(tiny), settings)
+    second = stream_reply(tiny, _prompt(tiny), settings)
+    assert "".join(first) == "".join(second)
+
+
+def test_cancel_stops_mid_reply(tiny):
+    stream = stream_reply(tiny, _prompt(tiny), GenerationSettings(max_new_tokens=200, temperature=1.0))
+    got = []
+    for piece in stream:
+        got.append(piece)
+        if len(got) == 3:
+            stream.cancel()
+    assert stream.finish_reason == "cancelled"
+    assert stream.stats.new_tokens < 200
+    assert stream.text == "".join(got).strip()
+
+
+def test_stopping_early_releases_the_model(tiny):
+    stream = stream_reply(tiny, _prompt(tiny), GenerationSettings(max_new_tokens=200))
+    iterator = iter(stream)
+    next(iterator)
+    iterator.close()  # the consumer walks away
+    assert stream.finish_reason == "cancelled"
+    assert tiny.generate_lock.acquire(timeout=5)
+    tiny.generate_lock.release()
+
+
+class _EndOfTurnFavoured:
+    """A forward hook: end-of-turn wins every step it is allowed, else the word " Out"."""
+
+    def __init__(self, loaded):
+        self.loaded = loaded
+
+    def __enter__(self):
+        eot = self.loaded.format.end_of_turn_id
+        word = self.loaded.tokenizer.encode(" Out")[0]
+
+        def hook(module, inputs, output):
+            output[..., eot] += 1000.0
+            output[..., word] += 500.0
+            return output
+
+        self.handle = self.loaded.model.lm_head.register_forward_hook(hook)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+
+def test_end_of_turn_is_never_the_first_token(tiny):
+    with _EndOfTurnFavoured(tiny):
+        stream = stream_reply(tiny, _prompt(tiny), GREEDY.replace(max_new_tokens=5))
+        text = "".join(stream)
+    assert text == "Out"
+    assert stream.finish_reason == "end_of_turn"
+
+
+@pytest.mark.parametrize("field,value", [("temperature", -1), ("top_p", 0), ("top_p", 1.5), ("max_new_tokens", 0),
+                                         ("repetition_penalty", 0), ("top_k", -1)])
+def test_bad_settings_are_refused(field, value):
+    with pytest.raises(SettingsError):
+        GenerationSettings(**{field: value}).validate()
+
+
+def test_missing_directory_gives_one_clear_line(tmp_path):
+    with pytest.raises(ModelLoadError) as info:
+        load_model(str(tmp_path / "nope"))
+    assert "no model directory" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_directory_without_a_model(tmp_path):
+    with pytest.raises(ModelLoadError, match="not a model directory"):
+        load_model(str(tmp_path))
+
+
+def test_corrupt_weights_give_one_clear_line(tiny_gpt2_dir, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_gpt2_dir, broken)
+    (broken / "model.safetensors").write_bytes(b"not really safetensors")
+    with pytest.raises(ModelLoadError) as info:
+        load_model(str(broken))
+    assert str(broken) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_offline_hub_id_fails_fast_with_advice(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError) as info:
+        load_model("no-such-org/no-such-model")
+    assert "smollm2-135m" in str(info.value)
+
+
+def test_chat_template_models_stop_at_their_end_of_turn(tiny_chatml_dir):
+    loaded = load_model(str(tiny_chatml_dir))
+    assert loaded.format.name == "chat-template"
+    with _EndOfTurnFavoured(loaded):
+        stream = stream_reply(loaded, _prompt(loaded), GREEDY)
+        text = "".join(stream)
+    assert stream.finish_reason == "end_of_turn" and text.strip()
+    assert "<|im_end|>" not in text
