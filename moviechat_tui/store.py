@@ -1,0 +1,400 @@
+"""The conversation store: one SQLite file (via sqlite-utils) shared by the TUI and the web page.
+
+Durability: every write commits at once (WAL, synchronous=NORMAL), so a crash or kill -9 of the
+writer mid-reply keeps everything written so far. Concurrency: one connection behind an RLock makes
+a Store safe to share between threads; multi-statement writes take the write lock up front
+(BEGIN IMMEDIATE) so that several processes on one file queue up for up to `busy_timeout` seconds
+instead of deadlocking. The schema version lives in `PRAGMA user_version`; see MIGRATIONS.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import sqlite_utils
+
+from .dialogue import ROLES
+
+MESSAGE_STATUSES = ("complete", "partial", "cancelled", "error")
+SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+
+
+class StoreError(Exception):
+    """A problem with the conversation database, as a one-line message for the user."""
+
+
+class UnknownConversation(StoreError): ...
+class UnknownMessage(StoreError): ...
+class NewerSchemaError(StoreError): ...  # written by a newer moviechat: left untouched
+class CorruptDatabase(StoreError): ...  # not SQLite, damaged, or another program's database: left untouched
+class DatabaseLocked(StoreError): ...  # another program held the write lock beyond the busy timeout
+
+
+@dataclass
+class Conversation:
+    id: int
+    title: str
+    created_at: str  # ISO-8601 UTC, e.g. "2026-11-25T14:33:36.123Z"; sorts as text
+    updated_at: str
+    model_spec: str
+    settings: dict
+    conditioning: dict
+    message_count: int = 0
+
+
+@dataclass
+class Message:
+    id: int
+    conversation_id: int
+    position: int  # 0, 1, 2, ... within its conversation
+    role: str  # "user" | "bot"
+    text: str
+    created_at: str
+    status: str  # one of MESSAGE_STATUSES
+    model: str | None
+    token_count: int | None
+    latency_ms: float | None
+    settings: dict = field(default_factory=dict)  # the generation settings that produced a bot reply
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# --- schema -----------------------------------------------------------------------------------
+
+
+def _create_v1(db: sqlite_utils.Database) -> None:
+    # Plain DDL for the two tables: sqlite-utils' create() has no AUTOINCREMENT, and without it SQLite
+    # reuses the id of a deleted last row, so a stale window could write into somebody else's chat.
+    db.execute("""
+        CREATE TABLE conversations (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            title TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            model_spec TEXT NOT NULL DEFAULT '',
+            settings TEXT NOT NULL DEFAULT '{}',
+            conditioning TEXT NOT NULL DEFAULT '{}'
+        )""")
+    db.execute("""
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
+            position INTEGER NOT NULL,
+            role TEXT NOT NULL,
+            text TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'complete',
+            model TEXT,
+            token_count INTEGER,
+            latency_ms REAL,
+            settings TEXT NOT NULL DEFAULT '{}',
+            UNIQUE (conversation_id, position)
+        )""")
+    db["conversations"].create_index(["updated_at"])
+    db["messages"].enable_fts(["text"], create_triggers=True)  # FTS5, kept in sync by triggers
+
+
+# MIGRATIONS[i] takes a database from schema version i to i + 1, inside one transaction.
+# To change the schema, append a function here; SCHEMA_VERSION follows.
+MIGRATIONS = [_create_v1]
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+
+def _check_text(text: str) -> None:
+    if not isinstance(text, str):
+        raise ValueError(f"message text must be a string, not {type(text).__name__}")
+
+
+def _check_status(status: str) -> None:
+    if status not in MESSAGE_STATUSES:
+        raise ValueError(f"unknown message status {status!r}; expected one of {MESSAGE_STATUSES}")
+
+
+def _clean_title(title: str) -> str:
+    if not isinstance(title, str):
+        raise ValueError(f"title must be a string, not {type(title).__name__}")
+    return " ".join(title.split())  # one line for the conversation list; "" lets the engine pick one
+
+
+def _to_json(value: dict | None, what: str) -> str:
+    try:
+        return json.dumps(value or {}, ensure_ascii=False)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{what} must be JSON-serializable: {error}") from None
+
+
+def fts_query(text: str) -> str:
+    """User text as an FTS5 query that matches all its words: each word becomes a quoted string,
+    so quotes, *, -, :, NEAR, AND/OR and friends are searched for, never interpreted."""
+    words = text.replace("\x00", " ").split()
+    return " ".join('"' + word.replace('"', '""') + '"' for word in words)
+
+
+def _conversation(row: dict) -> Conversation:
+    return Conversation(**{**row, "settings": json.loads(row["settings"]),
+                           "conditioning": json.loads(row["conditioning"])})
+
+
+def _message(row: dict) -> Message:
+    return Message(**{**row, "settings": json.loads(row["settings"])})
+
+
+_CONVERSATIONS = ("select c.*, (select count(*) from messages m where m.conversation_id = c.id)"
+                  " as message_count from conversations c")
+
+
+class Store:
+    SCHEMA_VERSION = len(MIGRATIONS)
+
+    def __init__(self, path: str | Path, *, busy_timeout: float = 30.0):
+        self.path = Path(path).expanduser()
+        self.busy_timeout = busy_timeout
+        self._lock = threading.RLock()
+        self._refuse_non_sqlite_file()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: sqlite3 opens no hidden transactions; we BEGIN where we mean to.
+            self._conn = sqlite3.connect(self.path, timeout=busy_timeout,
+                                         check_same_thread=False, isolation_level=None)
+        except (OSError, sqlite3.Error) as error:
+            raise StoreError(f"cannot open {self.path}: {error}") from None
+        self.db = sqlite_utils.Database(self._conn, execute_plugins=False)
+        try:
+            self._open()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _refuse_non_sqlite_file(self) -> None:
+        # SQLite would treat some short files as empty databases and overwrite them: check first.
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a directory, not a database file")
+        try:
+            with open(self.path, "rb") as file:
+                head = file.read(len(SQLITE_MAGIC))
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            raise StoreError(f"cannot open {self.path}: {error}") from None
+        if head and head != SQLITE_MAGIC:
+            raise CorruptDatabase(f"{self.path} is not a SQLite database; refusing to touch it")
+
+    def _open(self) -> None:
+        with self._errors():
+            # Connection settings only: nothing is written to the file before the version check.
+            self._conn.execute("PRAGMA foreign_keys = ON")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            version = self._user_version()
+            if version > self.SCHEMA_VERSION:
+                raise NewerSchemaError(
+                    f"{self.path} was written by a newer moviechat (schema version {version}, this one"
+                    f" reads up to {self.SCHEMA_VERSION}); upgrade moviechat or use another --db")
+            if version == 0 and self.db.table_names():
+                raise CorruptDatabase(f"{self.path} is a SQLite database but not a moviechat one;"
+                                      " refusing to touch it")
+            self.db.enable_wal()
+            if version < self.SCHEMA_VERSION:
+                self._migrate()
+
+    def _user_version(self) -> int:
+        return self._conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def _migrate(self) -> None:
+        with self._write():
+            version = self._user_version()  # again, under the write lock: another process may have won
+            for migrate in MIGRATIONS[version:self.SCHEMA_VERSION]:
+                migrate(self.db)
+            self._conn.execute(f"PRAGMA user_version = {self.SCHEMA_VERSION:d}")
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def _errors(self):
+        """sqlite3's exceptions as StoreErrors with one-line messages."""
+        try:
+            yield
+        except sqlite3.Error as error:
+            name = getattr(error, "sqlite_errorname", "") or ""
+            if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+                raise DatabaseLocked(f"{self.path} is locked by another program (gave up after"
+                                     f" {self.busy_timeout:g} s)") from error
+            if name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
+                raise CorruptDatabase(f"{self.path} is damaged or not a database: {error}") from error
+            raise StoreError(f"{self.path}: {error}") from error
+
+    @contextmanager
+    def _read(self):
+        with self._lock, self._errors():
+            yield
+
+    @contextmanager
+    def _write(self):
+        """One transaction holding the write lock from its start, committed on exit."""
+        with self._lock, self._errors():
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _touch(self, conversation_id: int, when: str | None = None) -> None:
+        """Bump updated_at; UnknownConversation if there is no such conversation."""
+        cursor = self._conn.execute("update conversations set updated_at = ? where id = ?",
+                                    [when or utc_now(), conversation_id])
+        if cursor.rowcount == 0:
+            raise UnknownConversation(f"no conversation with id {conversation_id}")
+
+    # --- conversations ------------------------------------------------------------------------
+
+    def create_conversation(self, title: str = "", *, model_spec: str = "", settings: dict | None = None,
+                            conditioning: dict | None = None) -> Conversation:
+        now = utc_now()
+        row = {"title": _clean_title(title), "created_at": now, "updated_at": now, "model_spec": model_spec,
+               "settings": _to_json(settings, "settings"), "conditioning": _to_json(conditioning, "conditioning")}
+        with self._write():
+            conversation_id = self.db["conversations"].insert(row).last_pk
+        return _conversation({"id": conversation_id, **row})
+
+    def get_conversation(self, conversation_id: int) -> Conversation:
+        with self._read():
+            rows = list(self.db.query(_CONVERSATIONS + " where c.id = ?", [conversation_id]))
+        if not rows:
+            raise UnknownConversation(f"no conversation with id {conversation_id}")
+        return _conversation(rows[0])
+
+    def list_conversations(self, query: str | None = None, limit: int | None = None) -> list[Conversation]:
+        """Newest first; `query` matches a title substring or words in any message."""
+        sql, params = _CONVERSATIONS, []
+        query = (query or "").replace("\x00", "").strip()  # LIKE would stop reading at a NUL
+        if query:
+            like = query.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            sql += " where c.title like ? escape '\\'"
+            params.append(f"%{like}%")
+            if words := fts_query(query):
+                sql += (" or c.id in (select m.conversation_id from messages_fts"
+                        " join messages m on m.id = messages_fts.rowid where messages_fts match ?)")
+                params.append(words)
+        sql += " order by c.updated_at desc, c.id desc"
+        if limit is not None:
+            sql += " limit ?"
+            params.append(limit)
+        with self._read():
+            return [_conversation(row) for row in self.db.query(sql, params)]
+
+    def rename_conversation(self, conversation_id: int, title: str) -> Conversation:
+        title = _clean_title(title)
+        with self._write():
+            self._touch(conversation_id)
+            self.db["conversations"].update(conversation_id, {"title": title})
+        return self.get_conversation(conversation_id)
+
+    def update_conversation(self, conversation_id: int, *, model_spec: str | None = None,
+                            settings: dict | None = None, conditioning: dict | None = None) -> Conversation:
+        changes = {"model_spec": model_spec,
+                   "settings": None if settings is None else _to_json(settings, "settings"),
+                   "conditioning": None if conditioning is None else _to_json(conditioning, "conditioning")}
+        changes = {column: value for column, value in changes.items() if value is not None}
+        with self._write():
+            self._touch(conversation_id)
+            if changes:
+                self.db["conversations"].update(conversation_id, changes)
+        return self.get_conversation(conversation_id)
+
+    def delete_conversation(self, conversation_id: int) -> None:
+        with self._write():
+            if self._conn.execute("delete from conversations where id = ?", [conversation_id]).rowcount == 0:
+                raise UnknownConversation(f"no conversation with id {conversation_id}")
+
+    # --- messages -----------------------------------------------------------------------------
+
+    def add_message(self, conversation_id: int, role: str, text: str, *, status: str = "complete",
+                    model: str | None = None, token_count: int | None = None, latency_ms: float | None = None,
+                    settings: dict | None = None) -> Message:
+        """Append a message at the conversation's next position; committed before returning."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; expected one of {ROLES}")
+        _check_status(status)
+        _check_text(text)
+        now = utc_now()
+        row = {"conversation_id": conversation_id, "role": role, "text": text, "created_at": now,
+               "status": status, "model": model, "token_count": token_count, "latency_ms": latency_ms,
+               "settings": _to_json(settings, "settings")}
+        with self._write():
+            self._touch(conversation_id, now)
+            row["position"] = self._conn.execute(
+                "select coalesce(max(position) + 1, 0) from messages where conversation_id = ?",
+                [conversation_id]).fetchone()[0]
+            message_id = self.db["messages"].insert(row).last_pk
+        return _message({"id": message_id, **row})
+
+    def update_message(self, message_id: int, *, text: str | None = None, status: str | None = None,
+                       token_count: int | None = None, latency_ms: float | None = None) -> None:
+        """Change a message in place, e.g. per streamed token: one UPDATE, committed at once."""
+        if text is not None:
+            _check_text(text)
+        if status is not None:
+            _check_status(status)
+        changes = {"text": text, "status": status, "token_count": token_count, "latency_ms": latency_ms}
+        changes = {column: value for column, value in changes.items() if value is not None}
+        if not changes:
+            return
+        sql = f"update messages set {', '.join(f'{column} = ?' for column in changes)} where id = ?"
+        with self._read():  # autocommit: a lone statement is its own transaction
+            cursor = self._conn.execute(sql, [*changes.values(), message_id])
+        if cursor.rowcount == 0:
+            raise UnknownMessage(f"no message with id {message_id}")
+
+    def get_message(self, message_id: int) -> Message:
+        with self._read():
+            rows = list(self.db.query("select * from messages where id = ?", [message_id]))
+        if not rows:
+            raise UnknownMessage(f"no message with id {message_id}")
+        return _message(rows[0])
+
+    def messages(self, conversation_id: int) -> list[Message]:
+        with self._read():
+            self.get_conversation(conversation_id)  # UnknownConversation rather than []
+            rows = self.db.query("select * from messages where conversation_id = ? order by position",
+                                 [conversation_id])
+            return [_message(row) for row in rows]
+
+    def delete_messages_from(self, conversation_id: int, position: int) -> None:
+        """Drop the messages at `position` and after (regenerate, edit-and-resend)."""
+        with self._write():
+            self._touch(conversation_id)
+            self._conn.execute("delete from messages where conversation_id = ? and position >= ?",
+                               [conversation_id, position])
+
+    def search(self, text: str, limit: int = 50) -> list[tuple[Conversation, Message]]:
+        """Messages containing all the words of `text`, best match first, then newest."""
+        query = fts_query(text or "")
+        if not query:
+            return []
+        with self._read():
+            rows = list(self.db.query(
+                "select m.* from messages_fts join messages m on m.id = messages_fts.rowid"
+                " where messages_fts match ? order by messages_fts.rank, m.created_at desc, m.id desc limit ?",
+                [query, limit]))
+            conversations = {cid: self.get_conversation(cid) for cid in {row["conversation_id"] for row in rows}}
+        return [(conversations[row["conversation_id"]], _message(row)) for row in rows]
