@@ -1,0 +1,313 @@
+"""The conversation engine: what the TUI, the web page and the CLI all talk to.
+
+It owns one model (loaded once, lazily, thread-safe) and one Store. A user
+message is committed before generation starts; the bot reply is written to the
+database piece by piece before each piece is shown, so a crash or kill mid-reply
+loses nothing that was on screen.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+from .dialogue import BOT, USER, Conditioning, Turn, fit_prompt
+from .generation import GenerationSettings, ReplyStats, ReplyStream, stream_reply
+from .models import DEFAULT_SPEC, LoadedModel, load_model
+from .store import Conversation, Message, Store
+
+# CPU prompt processing grows with the prompt: a chat keeps at most this many tokens of history.
+MAX_CHAT_CONTEXT = 1024
+TITLE_LENGTH = 48
+
+# C0/C1 control characters except tab and newline: they would garble terminals and prompts.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+class EngineError(Exception):
+    """Bad input or state; the message is one line for the user."""
+
+
+def clean_user_text(text: str) -> str:
+    """What is stored and sent for a user message; raises on empty input."""
+    if not isinstance(text, str):
+        raise EngineError("a message must be text")
+    # Lone surrogates (undecodable bytes read with surrogateescape) can't be stored as UTF-8.
+    text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n")).strip()
+    if not text:
+        raise EngineError("empty message: type something to say")
+    return text
+
+
+def default_title(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= TITLE_LENGTH else line[: TITLE_LENGTH - 1].rstrip() + "…"
+
+
+@dataclass
+class Reply:
+    """A bot reply in progress: iterate it for text pieces (each already saved).
+
+    After iteration, `message` is the stored bot message (None if nothing was
+    generated), `status` its final status and `stats` the timing.
+    """
+
+    conversation_id: int
+    user_message: Message | None
+    notices: list[str] = field(default_factory=list)
+    message: Message | None = None
+    status: str = "partial"
+    error: str | None = None
+    stats: ReplyStats = field(default_factory=ReplyStats)
+    _run: Callable[["Reply"], Iterator[str]] | None = field(default=None, repr=False)
+    _stream: ReplyStream | None = field(default=None, repr=False)
+    _cancel_requested: bool = field(default=False, repr=False)
+
+    def __iter__(self) -> Iterator[str]:
+        run, self._run = self._run, None
+        if run is None:
+            raise RuntimeError("a reply can be iterated once")
+        return run(self)
+
+    def cancel(self) -> None:
+        """Stop generating; what was shown is kept, marked cancelled. Safe from any thread."""
+        self._cancel_requested = True
+        if self._stream is not None:
+            self._stream.cancel()
+
+    @property
+    def text(self) -> str:
+        return self._stream.text if self._stream else ""
+
+    def consume(self) -> str:
+        """Run to the end and return the reply text."""
+        for _ in self:
+            pass
+        return self.text
+
+
+class ChatEngine:
+    def __init__(
+        self,
+        store: Store,
+        model_spec: str = DEFAULT_SPEC,
+        settings: GenerationSettings | None = None,
+        loader: Callable[[str], LoadedModel] = load_model,
+    ) -> None:
+        self.store = store
+        self.model_spec = model_spec or DEFAULT_SPEC
+        self.settings = (settings or GenerationSettings()).validate()
+        self._loader = loader
+        self._loaded: LoadedModel | None = None
+        self._load_lock = threading.Lock()
+
+    # --- the model ---------------------------------------------------------
+
+    def load(self) -> LoadedModel:
+        """Load the model once (the first call blocks; later calls return it)."""
+        with self._load_lock:
+            if self._loaded is None:
+                self._loaded = self._loader(self.model_spec)
+            return self._loaded
+
+    @property
+    def model_loaded(self) -> bool:
+        return self._loaded is not None
+
+    # --- conversations -----------------------------------------------------
+
+    def new_conversation(
+        self, title: str = "", settings: GenerationSettings | None = None, genres: list[str] | None = None
+    ) -> Conversation:
+        settings = (settings or self.settings).validate()
+        conditioning = {"genres": list(Conditioning.from_genres(genres).genres)}
+        return self.store.create_conversation(
+            title.strip(), model_spec=self.model_spec, settings=settings.to_dict(), conditioning=conditioning
+        )
+
+    def list_conversations(self, query: str | None = None, limit: int | None = None) -> list[Conversation]:
+        return self.store.list_conversations(query=query or None, limit=limit)
+
+    def get_conversation(self, conversation_id: int) -> Conversation:
+        return self.store.get_conversation(conversation_id)
+
+    def rename(self, conversation_id: int, title: str) -> Conversation:
+        title = " ".join(title.split())
+        if not title:
+            raise EngineError("a title can't be empty")
+        return self.store.rename_conversation(conversation_id, title)
+
+    def delete(self, conversation_id: int) -> None:
+        self.store.delete_conversation(conversation_id)
+
+    def search(self, text: str, limit: int = 50):
+        if not text.strip():
+            raise EngineError("empty search: give some words to look for")
+        return self.store.search(text.strip(), limit=limit)
+
+    def messages(self, conversation_id: int) -> list[Message]:
+        return self.store.messages(conversation_id)
+
+    def settings_for(self, conversation: Conversation) -> GenerationSettings:
+        return GenerationSettings.from_dict({**self.settings.to_dict(), **(conversation.settings or {})})
+
+    def update_settings(
+        self, conversation_id: int, settings: GenerationSettings | None = None, genres: list[str] | None = None
+    ) -> Conversation:
+        changes = {}
+        if settings is not None:
+            changes["settings"] = settings.validate().to_dict()
+        if genres is not None:
+            changes["conditioning"] = {"genres": list(Conditioning.from_genres(genres).genres)}
+        return self.store.update_conversation(conversation_id, **changes)
+
+    # --- talking -----------------------------------------------------------
+
+    def send(self, conversation_id: int, text: str, settings: GenerationSettings | None = None) -> Reply:
+        """Commit the user's message now; iterate the returned Reply to generate."""
+        text = clean_user_text(text)
+        conversation = self.store.get_conversation(conversation_id)
+        user_message = self.store.add_message(conversation_id, USER, text)
+        if not conversation.title:
+            self.store.rename_conversation(conversation_id, default_title(text))
+        return self._reply(conversation_id, user_message, settings)
+
+    def regenerate(self, conversation_id: int, settings: GenerationSettings | None = None) -> Reply:
+        """Drop the last bot reply (if any) and answer the last user message again."""
+        messages = self.store.messages(conversation_id)
+        last_user = next((m for m in reversed(messages) if m.role == USER), None)
+        if last_user is None:
+            raise EngineError("nothing to regenerate: the conversation has no user message yet")
+        self.store.delete_messages_from(conversation_id, last_user.position + 1)
+        return self._reply(conversation_id, last_user, settings)
+
+    def edit_last_user_message(
+        self, conversation_id: int, text: str, settings: GenerationSettings | None = None
+    ) -> Reply:
+        """Replace the last user message (and what followed it) and answer the new text."""
+        text = clean_user_text(text)
+        messages = self.store.messages(conversation_id)
+        last_user = next((m for m in reversed(messages) if m.role == USER), None)
+        if last_user is None:
+            raise EngineError("no user message to edit")
+        self.store.delete_messages_from(conversation_id, last_user.position)
+        user_message = self.store.add_message(conversation_id, USER, text)
+        return self._reply(conversation_id, user_message, settings)
+
+    def _reply(self, conversation_id: int, user_message: Message, settings: GenerationSettings | None) -> Reply:
+        reply = Reply(conversation_id, user_message)
+        reply._run = lambda r: self._generate(r, settings)
+        return reply
+
+    def _generate(self, reply: Reply, settings: GenerationSettings | None) -> Iterator[str]:
+        store = self.store
+        conversation = store.get_conversation(reply.conversation_id)
+        settings = (settings or self.settings_for(conversation)).validate()
+        try:
+            loaded = self.load()
+        except Exception as exc:
+            reply.status, reply.error = "error", str(exc)
+            raise
+        history = [Turn(m.role, m.text) for m in store.messages(reply.conversation_id) if m.text and m.status != "error"]
+        conditioning = Conditioning.from_genres((conversation.conditioning or {}).get("genres"))
+        window = min(loaded.context_window, MAX_CHAT_CONTEXT)
+        reply_budget = min(settings.max_new_tokens, window // 2)  # the history always gets half
+        prompt = fit_prompt(loaded.format, history, window - reply_budget, conditioning)
+        reply.notices.extend(prompt.notices)
+        # Never generate past the model's positions.
+        settings = settings.replace(max_new_tokens=min(settings.max_new_tokens, loaded.context_window - len(prompt.ids)))
+
+        stream = stream_reply(loaded, prompt.ids, settings)
+        reply._stream = stream
+        if reply._cancel_requested:
+            stream.cancel()
+        message = None
+        started = time.perf_counter()
+        try:
+            for piece in stream:
+                if message is None:
+                    message = reply.message = store.add_message(
+                        reply.conversation_id, BOT, stream.text, status="partial",
+                        model=loaded.name, settings=settings.to_dict(),
+                    )
+                else:
+                    store.update_message(message.id, text=stream.text, token_count=stream.stats.new_tokens)
+                yield piece
+            reply.status = "cancelled" if stream.finish_reason == "cancelled" else "complete"
+        except GeneratorExit:  # the consumer stopped listening: treat as a cancel
+            stream.cancel()
+            reply.status = "cancelled"
+            raise
+        except Exception as exc:
+            reply.status, reply.error = "error", f"generation failed: {exc}"
+            raise
+        finally:
+            stream.close()  # joins the generation thread, so stream.text is final
+            reply.stats = stream.stats
+            if message is None and reply.status == "error":
+                message = reply.message = store.add_message(
+                    reply.conversation_id, BOT, stream.text, status="error", model=loaded.name,
+                    settings=settings.to_dict(),
+                )
+            if message is not None:
+                store.update_message(
+                    message.id, text=stream.text, status=reply.status, token_count=stream.stats.new_tokens,
+                    latency_ms=round((time.perf_counter() - started) * 1000, 1),
+                )
+                reply.message = store.get_message(message.id)
+
+    # --- replay and export ---------------------------------------------------
+
+    def transcript(self, conversation_id: int) -> tuple[Conversation, list[Message]]:
+        return self.store.get_conversation(conversation_id), self.store.messages(conversation_id)
+
+    def export(self, conversation_id: int, fmt: str = "md") -> str:
+        conversation, messages = self.transcript(conversation_id)
+        if fmt == "json":
+            return export_json(conversation, messages)
+        if fmt in ("md", "markdown"):
+            return export_markdown(conversation, messages)
+        raise EngineError(f"unknown export format {fmt!r}: use md or json")
+
+
+def export_json(conversation: Conversation, messages: list[Message]) -> str:
+    from dataclasses import asdict
+
+    return json.dumps(
+        {"conversation": asdict(conversation), "messages": [asdict(m) for m in messages]},
+        indent=2, ensure_ascii=False,
+    )
+
+
+def export_markdown(conversation: Conversation, messages: list[Message]) -> str:
+    genres = ", ".join((conversation.conditioning or {}).get("genres") or []) or "none"
+    lines = [
+        f"# {conversation.title or 'Untitled conversation'}",
+        "",
+        f"- conversation: {conversation.id}",
+        f"- created: {conversation.created_at}",
+        f"- model: {conversation.model_spec}",
+        f"- genres: {genres}",
+        "",
+    ]
+    for m in messages:
+        speaker = "You" if m.role == USER else "Bot"
+        status = "" if m.status == "complete" else f" _({m.status})_"
+        lines.append(f"**{speaker}** · {m.created_at}{status}")
+        lines.append("")
+        # Quote each line so message text can't turn into headings or HTML blocks.
+        lines.extend("> " + _escape_markdown(line) for line in (m.text or "").splitlines() or [""])
+        lines.append("")
+    return "\n".join(lines)
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~])")  # what could become markup or HTML
+
+
+def _escape_markdown(text: str) -> str:
+    return _MD_SPECIAL.sub(r"\\\1", text)

@@ -1,0 +1,208 @@
+"""The conversation engine: one class behind the TUI, the web page and the CLI."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from moviechat_tui import engine as engine_module
+from moviechat_tui.engine import ChatEngine, EngineError
+from moviechat_tui.generation import GenerationSettings
+from moviechat_tui.models import ModelLoadError, load_model
+from moviechat_tui.store import Store, UnknownConversation
+
+FAST = GenerationSettings(temperature=0, max_new_tokens=12, repetition_penalty=1.0, no_repeat_ngram_size=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_loaded(tiny_gpt2_dir):
+    return load_model(str(tiny_gpt2_dir))
+
+
+@pytest.fixture
+def engine(tmp_path, tiny_loaded):
+    store = Store(tmp_path / "chat.db")
+    yield ChatEngine(store, "tiny", FAST, loader=lambda spec: tiny_loaded)
+    store.close()
+
+
+def test_send_streams_and_stores_both_turns(engine):
+    conversation = engine.new_conversation()
+    reply = engine.send(conversation.id, "Where are you going?")
+    pieces = list(reply)
+    assert pieces and "".join(pieces).strip() == reply.text
+    user, bot = engine.messages(conversation.id)
+    assert (user.role, user.text, user.status) == ("user", "Where are you going?", "complete")
+    assert (bot.role, bot.text, bot.status) == ("bot", reply.text, "complete")
+    assert bot.token_count == reply.stats.new_tokens > 0
+    assert bot.latency_ms > 0 and bot.settings["max_new_tokens"] == 12
+    # The first message names the conversation.
+    assert engine.get_conversation(conversation.id).title == "Where are you going?"
+
+
+def test_user_message_is_committed_before_generation(engine):
+    conversation = engine.new_conversation()
+    engine.send(conversation.id, "Hello?")  # not iterated: nothing generated yet
+    assert [m.text for m in engine.messages(conversation.id)] == ["Hello?"]
+
+
+def test_cancel_keeps_what_was_shown(engine):
+    conversation = engine.new_conversation()
+    reply = engine.send(conversation.id, "Talk to me.", FAST.replace(max_new_tokens=200))
+    shown = ""
+    for piece in reply:
+        shown += piece
+        if len(shown) > 3:
+            reply.cancel()
+    bot = engine.messages(conversation.id)[-1]
+    assert bot.status == "cancelled" == reply.status
+    assert bot.text == shown.strip()
+
+
+def test_a_consumer_that_walks_away_leaves_a_cancelled_reply(engine):
+    conversation = engine.new_conversation()
+    iterator = iter(engine.send(conversation.id, "Hi.", FAST.replace(max_new_tokens=200)))
+    first = next(iterator)
+    iterator.close()
+    bot = engine.messages(conversation.id)[-1]
+    assert bot.status == "cancelled" and bot.text == first.strip()
+
+
+def test_regenerate_replaces_the_last_reply(engine):
+    conversation = engine.new_conversation()
+    engine.send(conversation.id, "One.").consume()
+    engine.send(conversation.id, "Two.").consume()
+    seeded = GenerationSettings(temperature=1.0, seed=3, max_new_tokens=10)
+    again = engine.regenerate(conversation.id, seeded).consume()
+    messages = engine.messages(conversation.id)
+    assert [m.role for m in messages] == ["user", "bot", "user", "bot"]
+    assert messages[-1].text == again and messages[2].text == "Two."
+
+
+def test_edit_last_user_message_and_resend(engine):
+    conversation = engine.new_conversation()
+    engine.send(conversation.id, "Hello.").consume()
+    engine.send(conversation.id, "Typo here.").consume()
+    engine.edit_last_user_message(conversation.id, "No typo.").consume()
+    texts = [(m.role, m.text) for m in engine.messages(conversation.id)]
+    assert texts[2] == ("user", "No typo.") and len(texts) == 4
+
+
+def test_continuing_a_saved_conversation_sends_its_history(engine, tiny_loaded, monkeypatch):
+    conversation = engine.new_conversation()
+    engine.send(conversation.id, "First line.").consume()
+    seen = []
+    real = engine_module.stream_reply
+    monkeypatch.setattr(engine_module, "stream_reply", lambda loaded, ids, s: seen.append(ids) or real(loaded, ids, s))
+    # A new engine (a relaunch) continues the same conversation from the database.
+    again = ChatEngine(Store(engine.store.path), "tiny", FAST, loader=lambda spec: tiny_loaded)
+    again.send(conversation.id, "Second line.").consume()
+    prompt = tiny_loaded.tokenizer.decode(seen[0])
+    assert "First line." in prompt and "Second line." in prompt
+    assert len(again.messages(conversation.id)) == 4
+
+
+def test_history_is_truncated_from_the_oldest_turn(engine, monkeypatch):
+    monkeypatch.setattr(engine_module, "MAX_CHAT_CONTEXT", 80)
+    conversation = engine.new_conversation()
+    for i in range(6):
+        reply = engine.send(conversation.id, f"message number {i} with some padding words")
+        reply.consume()
+    assert any("older turn" in n for n in reply.notices)
+    assert engine.messages(conversation.id)[-2].text.endswith("padding words")
+
+
+def test_an_overlong_message_is_cut_with_a_notice_not_an_error(engine):
+    conversation = engine.new_conversation()
+    reply = engine.send(conversation.id, "blah " * 20_000 + "the end?")
+    reply.consume()
+    assert reply.status == "complete"
+    assert any("only its last" in n for n in reply.notices)
+    assert engine.messages(conversation.id)[0].text.endswith("the end?")  # stored in full
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t\n", "\x00\x01\x02"])
+def test_empty_messages_are_refused_and_nothing_is_stored(engine, text):
+    conversation = engine.new_conversation()
+    with pytest.raises(EngineError, match="empty message"):
+        engine.send(conversation.id, text)
+    assert engine.messages(conversation.id) == []
+
+
+def test_control_characters_are_removed_binaryish_input_works(engine):
+    conversation = engine.new_conversation()
+    engine.send(conversation.id, "bell\x07 esc\x1b[31m red \udcff\ufffd ok").consume()
+    assert engine.messages(conversation.id)[0].text == "bell esc[31m red \ufffd\ufffd ok"
+
+
+def test_unknown_conversation(engine):
+    with pytest.raises(UnknownConversation):
+        engine.send(987654, "hello")
+
+
+def test_a_model_that_fails_to_load_keeps_the_user_message(tmp_path):
+    def broken(spec):
+        raise ModelLoadError("no model directory at /nowhere")
+
+    store = Store(tmp_path / "x.db")
+    engine = ChatEngine(store, "/nowhere", FAST, loader=broken)
+    conversation = engine.new_conversation()
+    reply = engine.send(conversation.id, "Anyone there?")
+    with pytest.raises(ModelLoadError):
+        reply.consume()
+    assert [m.text for m in engine.messages(conversation.id)] == ["Anyone there?"]
+    assert reply.status == "error"
+
+
+def test_export_markdown_and_json(engine):
+    conversation = engine.new_conversation(genres=["Comedy", " horror "])
+    engine.send(conversation.id, "# not a heading <script>alert(1)</script>").consume()
+    md = engine.export(conversation.id, "md")
+    assert "> \\# not a heading \\<script\\>alert(1)\\</script\\>" in md
+    assert "genres: comedy, horror" in md
+    data = json.loads(engine.export(conversation.id, "json"))
+    assert [m["role"] for m in data["messages"]] == ["user", "bot"]
+    assert data["conversation"]["conditioning"] == {"genres": ["comedy", "horror"]}
+    with pytest.raises(EngineError):
+        engine.export(conversation.id, "pdf")
+
+
+KILLED_WRITER = textwrap.dedent(
+    """
+    import sys
+    from moviechat_tui.engine import ChatEngine
+    from moviechat_tui.generation import GenerationSettings
+    from moviechat_tui.models import load_model
+    from moviechat_tui.store import Store
+
+    engine = ChatEngine(Store(sys.argv[1]), sys.argv[2], GenerationSettings(max_new_tokens=2000, temperature=1.0))
+    conversation = engine.new_conversation()
+    shown = ""
+    for i, piece in enumerate(engine.send(conversation.id, "Tell me a long story.")):
+        shown += piece
+        if i == 5:
+            print(conversation.id, repr(shown), flush=True)
+        if i > 5:
+            sys.stdin.readline()  # wait here, mid-reply, to be killed
+    """
+)
+
+
+def test_a_killed_process_loses_nothing_that_was_shown(tmp_path, tiny_gpt2_dir):
+    db = tmp_path / "killed.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", KILLED_WRITER, str(db), str(tiny_gpt2_dir)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    line = proc.stdout.readline()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    conversation_id, shown = line.split(" ", 1)
+    messages = Store(db).messages(int(conversation_id))
+    assert messages[0].text == "Tell me a long story."
+    assert messages[1].status == "partial"
+    assert messages[1].text.startswith(eval(shown).strip())
