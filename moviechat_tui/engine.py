@@ -18,7 +18,7 @@ from typing import Callable, Iterator
 from .dialogue import BOT, USER, Conditioning, Turn, fit_prompt
 from .generation import GenerationSettings, ReplyStats, ReplyStream, stream_reply
 from .models import DEFAULT_SPEC, LoadedModel, load_model
-from .store import Conversation, Message, Store
+from .store import Conversation, Message, Store, UnknownMessage
 
 # CPU prompt processing grows with the prompt: a chat keeps at most this many tokens of history.
 MAX_CHAT_CONTEXT = 1024
@@ -236,7 +236,12 @@ class ChatEngine:
                         model=loaded.name, settings=settings.to_dict(),
                     )
                 else:
-                    store.update_message(message.id, text=stream.text, token_count=stream.stats.new_tokens)
+                    try:
+                        store.update_message(message.id, text=stream.text, token_count=stream.stats.new_tokens)
+                    except UnknownMessage:  # deleted elsewhere (another window) mid-reply: stop quietly
+                        message = reply.message = None
+                        reply.status = "cancelled"
+                        return
                 yield piece
             reply.status = "cancelled" if stream.finish_reason == "cancelled" else "complete"
         except GeneratorExit:  # the consumer stopped listening: treat as a cancel

@@ -206,3 +206,13 @@ def test_a_killed_process_loses_nothing_that_was_shown(tmp_path, tiny_gpt2_dir):
     assert messages[0].text == "Tell me a long story."
     assert messages[1].status == "partial"
     assert messages[1].text.startswith(eval(shown).strip())
+
+
+def test_a_conversation_deleted_mid_reply_stops_quietly(engine):
+    conversation = engine.new_conversation()
+    reply = engine.send(conversation.id, "Hi.", FAST.replace(max_new_tokens=100))
+    for i, _ in enumerate(reply):
+        if i == 1:
+            engine.delete(conversation.id)  # e.g. from the web page
+    assert reply.status == "cancelled" and reply.message is None
+    assert engine.list_conversations() == []

@@ -1,0 +1,327 @@
+"""`moviechat-tui`: the TUI (no subcommand) and line-mode commands.
+
+    moviechat-tui [--model SPEC] [--db PATH] [--conversation ID]     the Textual app
+    moviechat-tui chat [--model SPEC] [decoding options]            line-mode chat on stdin
+    moviechat-tui list [QUERY] | replay ID | export ID | search TEXT | models | web
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .paths import default_db_path
+
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+class CliError(Exception):
+    """Reported as `error: <message>` with exit status 2."""
+
+
+# --- argument parsing ------------------------------------------------------------
+
+
+def _shared(model: bool) -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a value given before or after the subcommand both count.
+    parent.add_argument("--db", type=Path, default=argparse.SUPPRESS,
+                        help="conversation database (default: $MOVIECHAT_DB or the user data dir)")
+    if model:
+        parent.add_argument("--model", default=argparse.SUPPRESS,
+                            help="model spec: default, smollm2-135m, a directory, or a hub id")
+    return parent
+
+
+def _decoding_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("decoding")
+    group.add_argument("--temperature", type=float, help="0 = greedy (default 0.7)")
+    group.add_argument("--top-p", type=float, help="nucleus sampling mass (default 0.9)")
+    group.add_argument("--top-k", type=int, help="sample among the k likeliest tokens (default 50)")
+    group.add_argument("--repetition-penalty", type=float, help="> 1 discourages repeats (default 1.15)")
+    group.add_argument("--no-repeat-ngram-size", type=int, help="forbid repeating n-grams (default 3)")
+    group.add_argument("--max-new-tokens", type=int, help="reply length cap (default 64)")
+    group.add_argument("--seed", type=int, help="make sampling reproducible")
+    group.add_argument("--genres", help="steer the tone, comma separated: comedy,horror,romance,sci-fi")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="moviechat-tui", parents=[_shared(model=True)],
+        description="Chat with movie characters. No subcommand opens the terminal app.",
+    )
+    parser.add_argument("--conversation", type=int, help="open this saved conversation")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    chat = sub.add_parser("chat", parents=[_shared(model=True)], help="line-mode chat: one message per stdin line")
+    chat.add_argument("--conversation", type=int, default=argparse.SUPPRESS, help="continue this conversation")
+    _decoding_options(chat)
+
+    lst = sub.add_parser("list", parents=[_shared(model=False)], help="saved conversations, newest first")
+    lst.add_argument("query", nargs="?", help="only conversations whose title or messages match")
+    lst.add_argument("--limit", type=int, default=50)
+
+    replay = sub.add_parser("replay", parents=[_shared(model=False)], help="replay a saved conversation")
+    replay.add_argument("id", type=int)
+    replay.add_argument("--print", action="store_true", dest="print_only",
+                        help="print the transcript instead of opening the app's replay view")
+
+    export = sub.add_parser("export", parents=[_shared(model=False)], help="export a conversation")
+    export.add_argument("id", type=int)
+    export.add_argument("--format", choices=["md", "json"], default="md")
+    export.add_argument("-o", "--output", type=Path, help="write to a file instead of stdout")
+
+    search = sub.add_parser("search", parents=[_shared(model=False)], help="full-text search over messages")
+    search.add_argument("text")
+    search.add_argument("--limit", type=int, default=20)
+
+    models = sub.add_parser("models", parents=[_shared(model=False)], help="what model specs resolve to")
+    models.add_argument("specs", nargs="*", help="more specs (directories or hub ids) to check")
+
+    web = sub.add_parser("web", parents=[_shared(model=True)], help="serve the Streamlit page")
+    web.add_argument("--port", type=int, default=8501)
+    web.add_argument("--host", default="127.0.0.1")
+    return parser
+
+
+# --- commands ------------------------------------------------------------------
+
+
+def _db_path(args) -> Path:
+    return Path(getattr(args, "db", None) or default_db_path()).expanduser()
+
+
+def _open_store(args):
+    from .store import Store
+
+    return Store(_db_path(args))
+
+
+def _settings_from(args):
+    from .generation import GenerationSettings
+
+    return GenerationSettings().replace(
+        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+        repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
+        max_new_tokens=args.max_new_tokens, seed=args.seed,
+    ).validate()
+
+
+def cmd_chat(args) -> int:
+    from .engine import ChatEngine, EngineError
+
+    interactive = sys.stdin.isatty()
+    store = _open_store(args)
+    engine = ChatEngine(store, getattr(args, "model", "default"), _settings_from(args))
+    genres = [g for g in (args.genres or "").split(",") if g.strip()] or None
+    conversation_id = getattr(args, "conversation", None)
+    if conversation_id is not None:
+        conversation = engine.get_conversation(conversation_id)
+        if genres is not None or _any_decoding_option(args):
+            engine.update_settings(conversation_id, engine.settings, genres)
+    else:
+        conversation = engine.new_conversation(genres=genres)
+    with err.status(f"loading model {escape(engine.model_spec)}…", spinner="dots") if interactive else _null():
+        engine.load()
+    err.print(f"[dim]conversation #{conversation.id} · model {escape(engine.model_spec)} · db {escape(str(store.path))}"
+              + (" · Ctrl-C stops a reply, Ctrl-D quits" if interactive else "") + "[/]")
+    while True:
+        try:
+            line = out.input("[bold cyan]You:[/] ") if interactive else sys.stdin.readline()
+        except (EOFError, KeyboardInterrupt):
+            break
+        if not interactive and not line:
+            break
+        if not line.strip():
+            if interactive:
+                err.print("[yellow]empty message: type something to say[/]")
+            continue
+        if not interactive:
+            out.print(f"[bold cyan]You:[/] {escape(line.strip())}")
+        try:
+            reply = engine.send(conversation.id, line)
+        except EngineError as exc:
+            err.print(f"[yellow]{escape(str(exc))}[/]")
+            continue
+        out.print("[bold magenta]Bot:[/] ", end="")
+        try:
+            for piece in reply:
+                out.print(escape(piece), end="", soft_wrap=True)
+        except KeyboardInterrupt:
+            reply.cancel()
+            for _ in reply:  # let the stream wind down and the store record it
+                pass
+        out.print()
+        for notice in reply.notices:
+            err.print(f"[dim]note: {escape(notice)}[/]")
+        if reply.status != "complete":
+            err.print(f"[dim]({reply.status})[/]")
+    err.print(f"[dim]saved as conversation #{conversation.id}: moviechat-tui replay {conversation.id}[/]")
+    return 0
+
+
+def _any_decoding_option(args) -> bool:
+    names = ["temperature", "top_p", "top_k", "repetition_penalty", "no_repeat_ngram_size", "max_new_tokens", "seed"]
+    return any(getattr(args, n) is not None for n in names)
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def cmd_list(args) -> int:
+    conversations = _open_store(args).list_conversations(query=args.query, limit=args.limit)
+    if not conversations:
+        err.print("no saved conversations" + (f" match {args.query!r}" if args.query else ""))
+        return 0
+    table = Table("id", "title", "messages", "updated", "model", box=None)
+    for c in conversations:
+        table.add_row(str(c.id), escape(c.title or "(untitled)"), str(c.message_count), _short_time(c.updated_at),
+                      escape(c.model_spec))
+    out.print(table)
+    return 0
+
+
+def _short_time(iso: str) -> str:
+    return iso.replace("T", " ")[:19]
+
+
+def print_transcript(conversation, messages, console: Console = out) -> None:
+    genres = ", ".join((conversation.conditioning or {}).get("genres") or [])
+    console.print(f"[bold]#{conversation.id} {escape(conversation.title or '(untitled)')}[/]  "
+                  f"[dim]{escape(conversation.model_spec)}{' · ' + escape(genres) if genres else ''}[/]")
+    for m in messages:
+        who = "[bold cyan]You[/]" if m.role == "user" else "[bold magenta]Bot[/]"
+        meta = _short_time(m.created_at)
+        if m.role == "bot" and m.model:
+            meta += f" · {m.model}"
+        if m.status != "complete":
+            meta += f" · {m.status}"
+        console.print(f"{who} [dim]{escape(meta)}[/]")
+        console.print(escape(m.text), soft_wrap=True)
+
+
+def cmd_replay(args) -> int:
+    store = _open_store(args)
+    conversation = store.get_conversation(args.id)
+    if not args.print_only and sys.stdout.isatty() and sys.stdin.isatty():
+        return _run_app(args, replay=args.id)
+    print_transcript(conversation, store.messages(args.id))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .engine import ChatEngine
+
+    text = ChatEngine(_open_store(args)).export(args.id, args.format)
+    if args.output:
+        args.output.write_text(text + "\n", encoding="utf-8")
+        err.print(f"wrote {args.output}")
+    else:
+        sys.stdout.write(text + "\n")
+    return 0
+
+
+def cmd_search(args) -> int:
+    if not args.text.strip():
+        raise CliError("empty search: give some words to look for")
+    hits = _open_store(args).search(args.text, limit=args.limit)
+    if not hits:
+        err.print(f"nothing matches {args.text!r}")
+        return 0
+    table = Table("conversation", "title", "#", "who", "text", box=None)
+    for conversation, message in hits:
+        text = " ".join(message.text.split())
+        table.add_row(str(conversation.id), escape(conversation.title or ""), str(message.position), message.role,
+                      escape(text[:80] + ("…" if len(text) > 80 else "")))
+    out.print(table)
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .models import describe_specs
+
+    table = Table("spec", "resolves to", "offline", "note", box=None)
+    for info in describe_specs(args.specs):
+        table.add_row(escape(info.spec), escape(info.resolves_to), "yes" if info.available else "no",
+                      escape(info.note))
+    out.print(table)
+    return 0
+
+
+def cmd_web(args) -> int:
+    import subprocess
+
+    app = Path(__file__).resolve().parent.parent / "web" / "app.py"
+    if not app.is_file():
+        raise CliError(f"the web page is missing ({app}); reinstall moviechat")
+    command = [
+        sys.executable, "-m", "streamlit", "run", str(app),
+        "--server.port", str(args.port), "--server.address", args.host,
+        "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        "--", "--model", getattr(args, "model", "default"), "--db", str(_db_path(args)),
+    ]
+    err.print(f"moviechat web page on http://{args.host}:{args.port} (Ctrl-C stops it)")
+    try:
+        return subprocess.call(command)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _run_app(args, replay: int | None = None) -> int:
+    try:
+        from .app import run_app
+    except ImportError:
+        err.print("[yellow]the terminal app is not available yet; starting line-mode chat[/]")
+        return cmd_chat(build_parser().parse_args(["chat", *_passthrough(args)]))
+    return run_app(
+        model_spec=getattr(args, "model", "default"), db_path=_db_path(args),
+        conversation_id=getattr(args, "conversation", None), replay_id=replay,
+    )
+
+
+def _passthrough(args) -> list[str]:
+    extra = []
+    for name in ("model", "db", "conversation"):
+        value = getattr(args, name, None)
+        if value is not None:
+            extra += [f"--{name}", str(value)]
+    return extra
+
+
+COMMANDS = {"chat": cmd_chat, "list": cmd_list, "replay": cmd_replay, "export": cmd_export,
+            "search": cmd_search, "models": cmd_models, "web": cmd_web}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    args = build_parser().parse_args(argv)
+    from .engine import EngineError
+    from .generation import SettingsError
+    from .models import ModelLoadError
+    from .store import StoreError
+
+    try:
+        if args.command is None:
+            return _run_app(args)
+        return COMMANDS[args.command](args)
+    except (CliError, EngineError, SettingsError, ModelLoadError, StoreError) as exc:
+        err.print(f"[red]error:[/] {escape(str(exc))}")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

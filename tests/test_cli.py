@@ -1,0 +1,97 @@
+"""The line-mode CLI, run as a user runs it: a subprocess with stdin piped."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from moviechat_tui.store import Store
+
+
+def run(*args, stdin="", env_db=None):
+    return subprocess.run(
+        [sys.executable, "-m", "moviechat_tui.cli", *args],
+        input=stdin, capture_output=True, text=True, timeout=240,
+    )
+
+
+@pytest.fixture(scope="module")
+def chatted(tmp_path_factory, tiny_gpt2_dir):
+    """Two turns of piped chat with the tiny model, as in the README."""
+    db = tmp_path_factory.mktemp("cli") / "chat.db"
+    result = run("chat", "--model", str(tiny_gpt2_dir), "--db", str(db), "--temperature", "0",
+                 "--max-new-tokens", "8", stdin="Hello there.\n\n   \nWhat is your name?\n")
+    return db, result
+
+
+def test_piped_chat_prints_each_reply_and_saves_the_conversation(chatted):
+    db, result = chatted
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [l.split(":")[0] for l in lines] == ["You", "Bot", "You", "Bot"]
+    assert lines[0] == "You: Hello there." and lines[2] == "You: What is your name?"
+    assert all(len(l) > len("Bot: ") for l in lines[1::2])
+    [conversation] = Store(db).list_conversations()
+    messages = Store(db).messages(conversation.id)
+    assert [m.text for m in messages[::2]] == ["Hello there.", "What is your name?"]
+    assert [m.text for m in messages[1::2]] == [l[len("Bot: "):].strip() for l in lines[1::2]]
+
+
+def test_list_replay_export_search(chatted):
+    db, _ = chatted
+    listed = run("list", "--db", str(db))
+    assert "Hello there." in listed.stdout
+    replay = run("replay", "1", "--db", str(db))
+    assert replay.returncode == 0
+    assert replay.stdout.count("You ") == 2 and replay.stdout.count("Bot ") == 2
+    assert "What is your name?" in replay.stdout
+    exported = json.loads(run("export", "1", "--format", "json", "--db", str(db)).stdout)
+    assert len(exported["messages"]) == 4
+    md = run("export", "1", "--db", str(db)).stdout
+    assert md.startswith("# Hello there.")
+    found = run("search", "name", "--db", str(db))
+    assert "What is your name?" in found.stdout
+    assert "nothing matches" in run("search", "zebra", "--db", str(db)).stderr
+
+
+def test_continue_a_conversation_with_decoding_options(chatted, tiny_gpt2_dir):
+    db, _ = chatted
+    result = run("chat", "--model", str(tiny_gpt2_dir), "--db", str(db), "--conversation", "1",
+                 "--max-new-tokens", "4", "--seed", "1", stdin="And now?\n")
+    assert result.returncode == 0, result.stderr
+    messages = Store(db).messages(1)
+    assert len(messages) == 6 and messages[4].text == "And now?"
+    assert messages[5].settings["max_new_tokens"] <= 4
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["replay", "99"], "no conversation"),
+        (["export", "99"], "no conversation"),
+        (["chat", "--model", "/no/such/dir"], "no model directory"),
+        (["chat", "--temperature", "-2"], "temperature"),
+    ],
+)
+def test_bad_input_is_one_clear_line(tmp_path, args, expected):
+    result = run(*args, "--db", str(tmp_path / "x.db"), stdin="hi\n")
+    assert result.returncode == 2
+    assert expected in result.stderr.lower()
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") <= 1
+
+
+def test_corrupt_database_is_reported_and_left_alone(tmp_path):
+    db = tmp_path / "notes.db"
+    db.write_bytes(b"these are my notes, not a database" * 100)
+    before = db.read_bytes()
+    result = run("list", "--db", str(db))
+    assert result.returncode == 2 and "error:" in result.stderr and "Traceback" not in result.stderr
+    assert db.read_bytes() == before
+
+
+def test_models_lists_the_specs():
+    result = run("models")
+    assert result.returncode == 0
+    assert "default" in result.stdout and "smollm2-135m" in result.stdout and "gpt2" in result.stdout
