@@ -45,12 +45,14 @@ class LoadedModel:
     spec: str  # as the user gave it
     source: str  # what it resolved to (a directory or hub id)
     context_window: int  # positions the model can attend to
+    resolved: str = ""  # short name of what `spec` resolved to (for `default`)
     # Generation uses the global torch RNG and a lot of memory: one reply at a time per model.
     generate_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def name(self) -> str:
-        return self.spec if self.spec == self.source else f"{self.spec} ({self.source})"
+        """How replies are labelled: the spec, plus what `default` stood for."""
+        return f"{self.spec} ({self.resolved})" if self.resolved and self.resolved != self.spec else self.spec
 
 
 @dataclass
@@ -221,6 +223,7 @@ def load_model(spec: str = DEFAULT_SPEC, *, device: str | None = None) -> Loaded
     """Resolve `spec` (see the module docstring) and load it in eval mode."""
     spec = (spec or DEFAULT_SPEC).strip()
     resolved = resolve_default() if spec == DEFAULT_SPEC else spec
+    _quiet_transformers()
     if resolved == OFFLINE_BASE:
         try:
             source = str(convert_smollm2())
@@ -245,7 +248,16 @@ def load_model(spec: str = DEFAULT_SPEC, *, device: str | None = None) -> Loaded
     model.to(device).eval()
     config = model.config
     context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 1024
-    return LoadedModel(model, tokenizer, format_for(tokenizer), spec, source, int(context))
+    short = resolved if resolved in (OFFLINE_BASE,) or not Path(resolved).is_dir() else Path(resolved).name
+    return LoadedModel(model, tokenizer, format_for(tokenizer), spec, source, int(context), short)
+
+
+def _quiet_transformers() -> None:
+    """No progress bars or advice on stderr: the TUI and the CLI own the screen."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
 
 def _best_device() -> str:
