@@ -109,6 +109,12 @@ class ReplyStream:
     def __iter__(self) -> Iterator[str]:
         return self._pieces
 
+    def close(self) -> None:
+        """Stop and wait for the generation thread (a no-op once the stream has ended)."""
+        close = getattr(self._pieces, "close", None)
+        if close is not None:
+            close()
+
 
 def stream_reply(loaded: LoadedModel, prompt_ids: list[int], settings: GenerationSettings) -> ReplyStream:
     stream = ReplyStream()
