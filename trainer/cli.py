@@ -1,0 +1,226 @@
+"""moviechat-train: corpus statistics (and, later, training and evaluation).
+
+Each subcommand is one `add_<name>_command(subparsers)` that registers its
+arguments and sets `func`; `main` dispatches. Adding a command is one function
+pair and one line in `build_parser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from trainer.clean import CleanConfig
+from trainer.corpus import Corpus, CorpusError, load_corpus
+
+BUNDLED_TOKENIZER = "gpt2"
+
+
+class UsageError(Exception):
+    """A bad argument value found after parsing (one line, printed as `error: ...`)."""
+
+
+# --- helpers shared by subcommands -------------------------------------------
+
+
+def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--corpus", metavar="PATH", type=Path,
+        help="the Cornell corpus: a directory or cornell_movie_dialogs_corpus.zip (original or ConvoKit layout); "
+        "default: the copy downloaded into the user cache (fetched on first use)",
+    )
+    parser.add_argument("--lowercase", action="store_true", help="lower-case all text (off by default)")
+
+
+def resolve_corpus(args: argparse.Namespace) -> Corpus:
+    """The corpus named by --corpus, else the cached official one (downloading it if needed)."""
+    path = args.corpus
+    if path is None:
+        from trainer.download import ensure_corpus
+
+        path = ensure_corpus(progress=sys.stderr.isatty())
+    return load_corpus(path, CleanConfig(lowercase=getattr(args, "lowercase", False)))
+
+
+def load_tokenizer(spec: str):
+    """`gpt2` = the GPT-2 vocabulary bundled with the package; anything else = a local tokenizer dir or hub id."""
+    if spec == BUNDLED_TOKENIZER:
+        from moviechat_tui.paths import gpt2_tokenizer
+
+        return gpt2_tokenizer()
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(spec)
+    except Exception as exc:  # transformers raises OSError, ValueError, HF hub errors...
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"cannot load tokenizer {spec!r}: {first_line}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+# --- corpus ------------------------------------------------------------------
+
+
+def add_corpus_command(subparsers) -> None:
+    parser = subparsers.add_parser("corpus", help="load the corpus and print its statistics")
+    add_corpus_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print the statistics as JSON")
+    parser.add_argument("--tokenizer", metavar="SPEC", default=BUNDLED_TOKENIZER,
+                        help="tokenizer for token counts: 'gpt2' (bundled, default) or a tokenizer dir")
+    parser.add_argument("--examples", action="store_true",
+                        help="also build (or load from cache) the training examples and report padding")
+    parser.add_argument("--max-length", type=int, default=256, metavar="N", help="tokens per example (with --examples)")
+    parser.add_argument("--genres", action="store_true", help="condition examples on genres (with --examples)")
+    parser.add_argument("--batch-size", type=int, default=16, metavar="N", help="batch size for the padding report")
+    parser.set_defaults(func=run_corpus)
+
+
+def run_corpus(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    corpus = resolve_corpus(args)
+    load_s = time.perf_counter() - started
+    tokenizer = load_tokenizer(args.tokenizer)
+    stats = corpus.stats(tokenizer)
+    stats["load_seconds"] = round(load_s, 2)
+    if args.examples:
+        if args.max_length < 8 or args.batch_size < 1:
+            raise UsageError("--max-length must be at least 8 and --batch-size at least 1")
+        stats["examples"] = _example_stats(corpus, tokenizer, args)
+        stats["examples_batch_size"] = args.batch_size
+    if args.json:
+        print(json.dumps(stats, indent=2))
+    else:
+        _print_stats(stats)
+    return 0
+
+
+def _example_stats(corpus: Corpus, tokenizer, args) -> dict:
+    from trainer.dataset import build_examples
+    from trainer.splits import SPLITS
+
+    report = {}
+    for split in SPLITS:
+        examples = build_examples(corpus, tokenizer, split, max_length=args.max_length, genres=args.genres)
+        padding = examples.padding_report(args.batch_size) if len(examples) else {"bucketed": 0.0, "random": 0.0}
+        report[split] = {
+            "examples": len(examples),
+            "tokens": examples.n_tokens,
+            "reply_tokens": examples.n_reply_tokens,
+            "truncated_context": examples.truncated,
+            "skipped": dict(examples.skipped),
+            "padding_bucketed": round(padding["bucketed"], 4),
+            "padding_random": round(padding["random"], 4),
+        }
+    return report
+
+
+def _print_stats(stats: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    unit = stats["turn_length_unit"]
+
+    console.print(f"[bold]Corpus[/bold] {stats['source']} ({stats['layout']} layout, loaded in {stats['load_seconds']:.1f} s)")
+    totals = Table(title="Totals")
+    totals.add_column("item")
+    totals.add_column("count", justify="right")
+    for key in ("movies", "characters", "conversations", "utterances", "exchanges", "empty_utterances"):
+        totals.add_row(key.replace("_", " "), f"{stats[key]:,}")
+    console.print(totals)
+
+    splits = Table(title="Splits (by movie)")
+    columns = ("movies", "conversations", "utterances", "exchanges", unit)
+    splits.add_column("split")
+    for column in columns:
+        splits.add_column(column, justify="right")
+    for name, row in stats["splits"].items():
+        splits.add_row(name, *(f"{row[c]:,}" for c in columns))
+    console.print(splits)
+
+    if "examples" in stats:
+        examples = Table(title=f"Training examples (one per reply), padding at batch size {stats['examples_batch_size']}")
+        columns = ("examples", "tokens", "reply_tokens", "truncated_context", "padding_bucketed", "padding_random")
+        examples.add_column("split", no_wrap=True)
+        for column in columns:
+            examples.add_column(column.replace("_", " "), justify="right")
+        for name, row in stats["examples"].items():
+            cells = [f"{row[c]:.1%}" if c.startswith("padding") else f"{row[c]:,}" for c in columns]
+            examples.add_row(name, *cells)
+        console.print(examples)
+
+    issues = Table(title="Left out (skipped) and fixed (repaired), by reason")
+    issues.add_column("kind")
+    issues.add_column("reason")
+    issues.add_column("count", justify="right")
+    for kind in ("skipped", "repaired"):
+        for reason, count in stats[kind].items():
+            issues.add_row(kind, reason.replace("_", " "), f"{count:,}")
+    for name, row in stats.get("examples", {}).items():
+        for reason, count in row["skipped"].items():
+            issues.add_row(f"{name} reply", reason.replace("_", " "), f"{count:,}")
+    if not issues.row_count:
+        issues.add_row("-", "nothing", "0")
+    console.print(issues)
+
+    genres = Table(title="Top genres")
+    genres.add_column("genre")
+    genres.add_column("movies", justify="right")
+    for genre, count in stats["top_genres"].items():
+        genres.add_row(genre, str(count))
+
+    lengths = Table(title=f"Turn length ({unit})")
+    lengths.add_column(unit)
+    lengths.add_column("turns", justify="right")
+    lengths.add_column("share", justify="right")
+    total = max(1, stats["utterances"])
+    for bucket, count in stats["turn_lengths"].items():
+        lengths.add_row(bucket, f"{count:,}", f"{count / total:.1%}")
+    p = stats["turn_length_percentiles"]
+    if p:
+        lengths.caption = f"median {p['p50']}, p90 {p['p90']}, p99 {p['p99']}, max {p['max']}"
+
+    turns = Table(title="Turns per conversation")
+    turns.add_column("turns")
+    turns.add_column("conversations", justify="right")
+    for bucket, count in stats["turns_per_conversation"].items():
+        turns.add_row(bucket, f"{count:,}")
+
+    from rich.columns import Columns
+
+    console.print(Columns([genres, lengths, turns]))
+
+
+# --- entry point -------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="moviechat-train", description="Prepare, train and evaluate moviechat models.")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_corpus_command(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CorpusError, UsageError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. piped into `head`
+        sys.stdout = open(os.devnull, "w")
+        return 0
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
