@@ -197,6 +197,56 @@ def _print_stats(stats: dict) -> None:
     console.print(Columns([genres, lengths, turns]))
 
 
+# --- eval --------------------------------------------------------------------
+
+
+def add_eval_command(subparsers) -> None:
+    parser = subparsers.add_parser("eval", help="reply perplexity, sampled-reply metrics and the genre test of a model")
+    parser.add_argument("--model", metavar="SPEC", default="default",
+                        help="a trainer run dir, default, smollm2-135m, a model dir or a hub id (default: default)")
+    add_corpus_arguments(parser)
+    parser.add_argument("--split", default="validation", choices=("train", "validation", "test", "all"))
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
+    parser.add_argument("--samples", type=int, default=200, metavar="N",
+                        help="held-out contexts to sample replies for (default 200; 0 skips sampling)")
+    parser.add_argument("--seed", type=int, default=0, help="picks the samples and seeds decoding, baseline, genre shuffle")
+    parser.add_argument("--max-length", type=int, default=256, metavar="N", help="tokens per perplexity example")
+    parser.add_argument("--batch-size", type=int, default=16, metavar="N", help="examples per perplexity batch")
+    parser.add_argument("--genres", action=argparse.BooleanOptionalAction, default=None,
+                        help="condition on the true genres (default: as the run was trained; off for other models)")
+    parser.add_argument("--genre-test", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure perplexity with true vs shuffled genres (default on)")
+    parser.add_argument("--out", type=Path, metavar="FILE.md",
+                        help="markdown report (default: eval-SPLIT.md in a run dir, else ./eval-MODEL-SPLIT.md)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.set_defaults(func=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from moviechat_tui.models import ModelLoadError
+    from trainer.evaluate import EvalConfig, EvalError, default_report_path, evaluate, markdown_report, print_report
+
+    config = EvalConfig(samples=args.samples, seed=args.seed, max_length=args.max_length, batch_size=args.batch_size,
+                        genres=args.genres, genre_test=args.genre_test)
+    try:
+        result = evaluate(args.model, resolve_corpus(args), args.split, config, progress=args.progress and sys.stderr.isatty())
+    except (EvalError, ModelLoadError) as exc:
+        raise UsageError(str(exc)) from None
+    out = args.out or default_report_path(args.model, result)
+    try:
+        out.write_text(markdown_report(result))
+        result["report"] = str(out)
+    except OSError as exc:
+        print(f"warning: could not write the report {out}: {exc.strerror}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_report(result)
+        if "report" in result:
+            print(f"report: {out}")
+    return 0
+
+
 # --- entry point -------------------------------------------------------------
 
 
@@ -204,6 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moviechat-train", description="Prepare, train and evaluate moviechat models.")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_corpus_command(subparsers)
+    add_eval_command(subparsers)
     return parser
 
 
