@@ -65,24 +65,30 @@ def _windows_1252(match: re.Match) -> str:
 
 def clean_text(text: str, config: CleanConfig = CleanConfig()) -> str:
     """`text` with the rules of `config` applied; may return "" (an empty utterance)."""
-    if config.fix_encoding:
+    # Each rule first checks, with a cheap test, whether it can apply at all:
+    # most lines need none of them and loading the full corpus stays fast.
+    if config.fix_encoding and not text.isprintable():  # non-printable: controls, and tabs (harmless)
+        text = _OTHER_CONTROLS.sub("", text)
+    if config.fix_encoding and not text.isascii():
         text = _LOST_AT_WORD_END.sub("--", text)
         text = _LOST_CHAR.sub("", text)
         text = _C1_CONTROLS.sub(_windows_1252, text)
-        text = _OTHER_CONTROLS.sub("", text)
     if config.strip_markup:
-        text = _TAGS.sub("", text)
-        text = _ASTERISKS.sub("", text)
-    if config.strip_stage_directions:
+        if "<" in text:
+            text = _TAGS.sub("", text)
+        if "*" in text:
+            text = _ASTERISKS.sub("", text)
+    if config.strip_stage_directions and "[" in text:
         text = _FOOTNOTES.sub("", text)
         text = _BRACKETED.sub(" ", text)
-    if config.normalize_dashes:
+    dashes = config.normalize_dashes and ("--" in text or "\u2014" in text or "\u2013" in text)
+    if dashes:
         text = _DASH_RUN.sub(" -- ", text)
         text = _DASH_BEFORE_PUNCT.sub(" --", text)
         text = _LEADING_DASHES.sub("", text)
     if config.normalize_whitespace:
-        text = _WHITESPACE.sub(" ", text).strip()
-        if config.normalize_dashes:
+        text = " ".join(text.split())
+        if dashes:
             text = _DASH_BEFORE_PUNCT.sub(" --", text)
     if config.lowercase:
         text = text.lower()

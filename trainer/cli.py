@@ -146,10 +146,11 @@ def _print_stats(stats: dict) -> None:
 
     if "examples" in stats:
         examples = Table(title=f"Training examples (one per reply), padding at batch size {stats['examples_batch_size']}")
-        columns = ("examples", "tokens", "reply_tokens", "truncated_context", "padding_bucketed", "padding_random")
+        columns = {"examples": "examples", "tokens": "tokens", "reply_tokens": "reply tokens",
+                   "truncated_context": "context cut", "padding_bucketed": "pad bucketed", "padding_random": "pad random"}
         examples.add_column("split", no_wrap=True)
-        for column in columns:
-            examples.add_column(column.replace("_", " "), justify="right")
+        for header in columns.values():
+            examples.add_column(header, justify="right")
         for name, row in stats["examples"].items():
             cells = [f"{row[c]:.1%}" if c.startswith("padding") else f"{row[c]:,}" for c in columns]
             examples.add_row(name, *cells)
@@ -195,6 +196,65 @@ def _print_stats(stats: dict) -> None:
     from rich.columns import Columns
 
     console.print(Columns([genres, lengths, turns]))
+
+
+# --- train -------------------------------------------------------------------
+
+
+def add_train_command(subparsers) -> None:
+    from trainer.config import TrainConfig
+
+    d = TrainConfig()
+    parser = subparsers.add_parser("train", help="fine-tune a base model (full or LoRA); the output dir is a model spec")
+    parser.add_argument("--base", default=d.base, metavar="SPEC",
+                        help="base model: gpt2-scratch (GPT-2 124M, random init), smollm2-135m, a model dir or a hub id "
+                        f"(default {d.base})")
+    parser.add_argument("--corpus", metavar="PATH", help="corpus dir or zip (default: the downloaded corpus)")
+    parser.add_argument("--out", metavar="DIR", required=True, help="run directory (refused if it holds another run)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    parser.add_argument("--lora", action="store_true", help="train a LoRA adapter instead of all weights")
+    parser.add_argument("--lora-r", type=int, default=d.lora_r, metavar="N")
+    parser.add_argument("--lora-alpha", type=int, default=d.lora_alpha, metavar="N")
+    parser.add_argument("--lora-targets", default=d.lora_targets, metavar="NAMES",
+                        help="comma-separated module names or all-linear (default)")
+    parser.add_argument("--max-length", type=int, default=d.max_length, metavar="N", help="tokens per example")
+    parser.add_argument("--no-genres", dest="genres", action="store_false", help="no genre conditioning")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size, metavar="N", help="effective batch (examples/step)")
+    parser.add_argument("--micro-batch", type=int, metavar="N", help="pin the micro-batch (default: memory planner)")
+    parser.add_argument("--max-memory", default=d.max_memory, metavar="SIZE", help=f"memory budget (default {d.max_memory})")
+    parser.add_argument("--lr", type=float, dest="learning_rate", metavar="LR", help="default 5e-5, LoRA 3e-4")
+    parser.add_argument("--epochs", type=float, default=d.epochs, metavar="N")
+    parser.add_argument("--max-steps", type=int, default=d.max_steps, metavar="N", help="stop after N steps (overrides --epochs)")
+    parser.add_argument("--eval-steps", type=int, default=d.eval_steps, metavar="N", help="validate and checkpoint every N steps")
+    parser.add_argument("--eval-examples", type=int, default=d.eval_examples, metavar="N", help="validation examples per evaluation (0 = all)")
+    parser.add_argument("--logging-steps", type=int, default=d.logging_steps, metavar="N", help="log the loss every N steps")
+    parser.add_argument("--patience", type=int, default=d.patience, metavar="N", help="early stopping patience (0 = off)")
+    parser.add_argument("--save-total-limit", type=int, default=d.save_total_limit, metavar="N")
+    parser.add_argument("--precision", default=d.precision, choices=("auto", "fp32", "bf16", "fp16"))
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    from trainer.config import TrainConfig
+    from trainer.memory import MemoryBudgetError
+    from trainer.train import TrainError, TrainingInterrupted, train
+
+    names = {f.name for f in fields(TrainConfig)}
+    config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
+    if config.corpus is not None and not Path(config.corpus).exists():
+        raise UsageError(f"no corpus at {config.corpus}")
+    try:
+        train(config)
+    except (TrainError, MemoryBudgetError) as exc:
+        raise UsageError(str(exc)) from None
+    except TrainingInterrupted as exc:
+        print(str(exc), file=sys.stderr)
+        return 130
+    return 0
 
 
 # --- eval --------------------------------------------------------------------
@@ -255,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_corpus_command(subparsers)
     add_eval_command(subparsers)
+    add_train_command(subparsers)
     return parser
 
 

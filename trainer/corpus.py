@@ -24,6 +24,7 @@ turn order stays true); the training examples skip them as replies.
 from __future__ import annotations
 
 import bisect
+import gc
 import hashlib
 import json
 import os
@@ -35,7 +36,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path, PurePosixPath
-from typing import IO, Iterator
+from typing import IO, Iterator, NamedTuple
 
 from trainer.clean import CleanConfig, clean_text
 from trainer.splits import DEFAULT_RATIOS, DEFAULT_SALT, SPLITS, split_movies
@@ -43,6 +44,7 @@ from trainer.splits import DEFAULT_RATIOS, DEFAULT_SALT, SPLITS, split_movies
 ORIGINAL_FILES = ("movie_lines.txt", "movie_conversations.txt", "movie_titles_metadata.txt", "movie_characters_metadata.txt")
 CONVOKIT_FILES = ("utterances.jsonl", "conversations.json", "speakers.json")
 SEPARATOR = "+++$+++"
+SPACED_SEPARATOR = " +++$+++ "
 ORIGINAL_ENCODING = "iso-8859-1"
 UNKNOWN_GENDER = "?"
 
@@ -67,8 +69,7 @@ class Character:
     movie_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class Utterance:
+class Utterance(NamedTuple):  # a tuple: 300k of them load fast and stay small
     id: str
     speaker_id: str
     text: str  # cleaned; may be "" (a silent or lost line)
@@ -118,7 +119,10 @@ class Corpus:
 
     @cached_property
     def fingerprint(self) -> str:
-        """SHA-256 of the content (after cleaning): a cache key that changes when any line does."""
+        """SHA-256 of the content (after cleaning): a cache key that changes when any line does.
+
+        Computed once; a Corpus edited after that needs `del corpus.fingerprint`.
+        """
         h = hashlib.sha256(b"moviechat-corpus-v1\0")
         for movie in sorted(self.movies.values(), key=lambda m: m.id):
             h.update(f"{movie.id}\0{movie.title}\0{movie.year}\0{','.join(movie.genres)}\n".encode())
@@ -185,7 +189,15 @@ def load_corpus(path: str | os.PathLike, clean: CleanConfig = CleanConfig()) -> 
             raise CorpusError(
                 f"no corpus files in {path}: expected movie_lines.txt (Cornell release) or utterances.jsonl (ConvoKit)"
             )
-        return reader(source, clean)
+        # Hundreds of thousands of new objects and no cycles among them: the
+        # cyclic collector would only rescan them over and over (~25% of the time).
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return reader(source, clean)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
 
 
 # --- where the files are -----------------------------------------------------
@@ -243,7 +255,9 @@ def _records(source: _Source, name: str, n_fields: int, kind: str, skipped: Coun
             if not line.strip():
                 skipped["blank_line"] += 1
                 continue
-            fields = [part.strip() for part in line.rstrip("\r\n").split(SEPARATOR)]
+            fields = line.rstrip("\r\n").split(SPACED_SEPARATOR)
+            if len(fields) != n_fields:  # tolerate a separator that lost its spaces
+                fields = [part.strip() for part in line.split(SEPARATOR)]
             if len(fields) != n_fields or not fields[0]:
                 skipped[f"malformed_{kind}_line"] += 1
                 continue
@@ -370,7 +384,8 @@ def _read_convokit(source: _Source, clean: CleanConfig) -> Corpus:
     intern = sys.intern
 
     characters: dict[str, Character] = {}
-    for speaker_id, record in _json_file(source, "speakers.json", repaired).items():
+    speakers_file = "speakers.json" if source.find("speakers.json") else "users.json"  # older ConvoKit name
+    for speaker_id, record in _json_file(source, speakers_file, repaired).items():
         meta = _meta(record)
         characters[speaker_id] = Character(
             intern(speaker_id), str(meta.get("character_name") or ""), _gender(meta.get("gender")), intern(str(meta.get("movie_idx") or ""))
@@ -416,7 +431,8 @@ def _read_convokit(source: _Source, clean: CleanConfig) -> Corpus:
                 continue
             seen.add(utt_id)
             reply_to = record.get("reply_to", record.get("reply-to"))
-            grouped[conv_id].append((Utterance(utt_id, intern(str(record.get("speaker") or "")), clean_text(text or "", clean)), reply_to))
+            speaker = intern(str(record.get("speaker") or record.get("user") or ""))  # "user": older ConvoKit
+            grouped[conv_id].append((Utterance(utt_id, speaker, clean_text(text or "", clean)), reply_to))
             movie_id = _meta(record).get("movie_id")
             if movie_id and conv_id not in utterance_movie:
                 utterance_movie[conv_id] = intern(str(movie_id))

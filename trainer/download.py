@@ -40,8 +40,8 @@ class DownloadError(CorpusError):
     """The corpus could not be fetched or failed verification."""
 
 
-def local_copy_hint(url: str = CORNELL_URL) -> str:
-    return f"download {url} on a machine with network access and pass it with --corpus PATH (the zip or its extracted folder)"
+def local_copy_hint() -> str:
+    return "download the zip on a machine with network access and pass it with --corpus PATH (the zip or its extracted folder)"
 
 
 def corpus_cache_dir() -> Path:
@@ -80,7 +80,7 @@ def ensure_corpus(
         with os.fdopen(fd, "wb") as out:
             digest = _fetch(url, out, timeout, progress)
         if sha256 is not None and digest != sha256.lower():
-            raise DownloadError(f"checksum mismatch for {url}: expected SHA-256 {sha256}, got {digest}; {local_copy_hint(url)}")
+            raise DownloadError(f"checksum mismatch for {url}: expected SHA-256 {sha256}, got {digest}; {local_copy_hint()}")
         return _extract(part, root / CORPUS_DIRNAME)
     finally:
         part.unlink(missing_ok=True)
@@ -100,13 +100,13 @@ def _fetch(url: str, out, timeout: float, progress: bool) -> str:
                     received += len(chunk)
                     advance(len(chunk))
     except urllib.error.HTTPError as exc:
-        raise DownloadError(f"cannot download {url}: HTTP {exc.code} {exc.reason}; {local_copy_hint(url)}") from None
+        raise DownloadError(f"cannot download {url}: HTTP {exc.code} {exc.reason}; {local_copy_hint()}") from None
     except urllib.error.URLError as exc:
-        raise DownloadError(f"cannot download {url} (no network? {exc.reason}); {local_copy_hint(url)}") from None
+        raise DownloadError(f"cannot download {url} (no network? {exc.reason}); {local_copy_hint()}") from None
     except (OSError, http.client.HTTPException, ValueError) as exc:  # timeouts, resets, IncompleteRead
-        raise DownloadError(f"download of {url} failed after {received} bytes ({exc!r}); {local_copy_hint(url)}") from None
+        raise DownloadError(f"download of {url} failed after {received} bytes ({exc!r}); {local_copy_hint()}") from None
     if expected is not None and received != expected:
-        raise DownloadError(f"download of {url} stopped at {received} of {expected} bytes; {local_copy_hint(url)}")
+        raise DownloadError(f"download of {url} stopped at {received} of {expected} bytes; {local_copy_hint()}")
     return digest.hexdigest()
 
 
