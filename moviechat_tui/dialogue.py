@@ -247,7 +247,10 @@ def training_example(
     reply_ids = fmt.reply_ids(reply)
     if context:
         room = max_length - len(reply_ids)
-        prompt = fit_prompt(fmt, context, room, conditioning) if room > 0 else None
+        try:
+            prompt = fit_prompt(fmt, context, room, conditioning) if room > 0 else None
+        except ValueError:  # not even an empty context turn fits beside this reply
+            prompt = None
         if prompt is None or prompt.cut_message or len(prompt.ids) > room:
             return None
         prompt_ids, dropped = prompt.ids, prompt.dropped_turns

@@ -98,3 +98,7 @@ def test_training_example_truncates_context_from_the_oldest(fmt):
     n_reply = len(fmt.reply_ids(turns[-1].text))
     assert short.input_ids[-n_reply - 10:] == full.input_ids[-n_reply - 10:]
     assert training_example(fmt, turns[:-1], "x " * 500, 50) is None
+    # A reply that leaves room for less than an empty context turn is skipped, not an error.
+    reply = "word " * 10
+    room = len(fmt.reply_ids(reply)) + 2
+    assert training_example(fmt, turns[:-1], reply, room) is None
