@@ -1,9 +1,12 @@
-"""Streaming a reply: transformers `generate` on a worker thread, text pieces out.
+"""Streaming a reply on a worker thread, text pieces out.
 
 `stream_reply` returns a `ReplyStream`, an iterator of text pieces that ends at
-the end-of-turn token, at `max_new_tokens`, or when cancelled. The KV cache is
-on, the first token can't end the turn (no empty replies), and one reply runs
-per model at a time (the model's `generate_lock`).
+the end-of-turn token, at `max_new_tokens`, or when cancelled. Two backends, one
+behaviour: the CTranslate2 int8 copy of the model (fast.py, the default on CPU)
+or transformers `generate` with the KV cache on. On both the first token can't
+end the turn (no empty replies), the repetition penalty and the no-repeat n-gram
+rule count the reply's tokens (not the history's), and one reply runs per model
+at a time (the model's `generate_lock`).
 """
 
 from __future__ import annotations
@@ -122,16 +125,18 @@ def stream_reply(loaded: LoadedModel, prompt_ids: list[int], settings: Generatio
     return stream
 
 
+def uses_fast_path(loaded: LoadedModel) -> bool:
+    """Whether replies come from the CTranslate2 copy: while there is one and the transformers model
+    in memory is still what was converted. A model changed since (trained further, instrumented
+    with hooks) is generated from directly, so the change takes effect."""
+    return loaded.fast is not None and not loaded.model_changed
+
+
 def _generate_pieces(loaded: LoadedModel, prompt_ids, settings, stream: ReplyStream) -> Iterator[str]:
     import torch
-    from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+    from transformers import TextIteratorStreamer
 
-    fmt, tokenizer, model = loaded.format, loaded.tokenizer, loaded.model
-    eot = fmt.end_of_turn_id
-
-    class Cancelled(StoppingCriteria):
-        def __call__(self, input_ids, scores, **kwargs):
-            return stream._cancel.is_set()
+    tokenizer, eot = loaded.tokenizer, loaded.format.end_of_turn_id
 
     class CountingStreamer(TextIteratorStreamer):
         def put(self, value):
@@ -142,24 +147,21 @@ def _generate_pieces(loaded: LoadedModel, prompt_ids, settings, stream: ReplyStr
             super().put(value)
 
     streamer = CountingStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
-    input_ids = torch.tensor([prompt_ids], device=model.device)
-    config = settings.generation_config(eot, tokenizer.pad_token_id)
-    n_prompt = len(prompt_ids)
+    fast = uses_fast_path(loaded)
 
     def run() -> None:
         try:
-            with loaded.generate_lock, torch.inference_mode():
-                if settings.seed is not None:
-                    torch.manual_seed(settings.seed)
-                output = model.generate(
-                    input_ids=input_ids,
-                    attention_mask=torch.ones_like(input_ids),
-                    generation_config=config,
-                    streamer=streamer,
-                    stopping_criteria=StoppingCriteriaList([Cancelled()]),
-                    logits_processor=LogitsProcessorList([_NoBlankReply(tokenizer, eot, n_prompt)]),
-                )
-            new = output[0, n_prompt:].tolist()
+            with loaded.generate_lock:
+                if fast:
+                    streamer.put(torch.tensor(prompt_ids))
+                    new = loaded.fast.generate(
+                        tokenizer, prompt_ids, settings, eot,
+                        on_token=lambda token: streamer.put(torch.tensor([token])),
+                        cancelled=stream._cancel.is_set,
+                    )
+                    streamer.end()
+                else:
+                    new = _transformers_generate(loaded, prompt_ids, settings, streamer, stream)
             if stream.cancelled:
                 stream.finish_reason = "cancelled"
             elif new and new[-1] == eot:
@@ -193,6 +195,57 @@ def _generate_pieces(loaded: LoadedModel, prompt_ids, settings, stream: ReplyStr
             stream.finish_reason = "cancelled"
     if stream.error is not None:
         raise stream.error
+
+
+def _transformers_generate(loaded: LoadedModel, prompt_ids, settings, streamer, stream: ReplyStream) -> list[int]:
+    import torch
+    from transformers import (
+        LogitsProcessorList,
+        NoRepeatNGramLogitsProcessor,
+        RepetitionPenaltyLogitsProcessor,
+        StoppingCriteria,
+        StoppingCriteriaList,
+    )
+
+    tokenizer, model, eot = loaded.tokenizer, loaded.model, loaded.format.end_of_turn_id
+
+    class Cancelled(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return stream._cancel.is_set()
+
+    n_prompt = len(prompt_ids)
+    input_ids = torch.tensor([prompt_ids], device=model.device)
+    config = settings.generation_config(eot, tokenizer.pad_token_id)
+    # The penalties look at the reply only, not the whole history (which holds every earlier
+    # end-of-turn token and reply opening), as CTranslate2 applies them on the fast path.
+    config.repetition_penalty, config.no_repeat_ngram_size = 1.0, 0
+    processors = [_NoBlankReply(tokenizer, eot, n_prompt)]
+    if settings.repetition_penalty != 1.0:
+        processors.insert(0, _OnReply(RepetitionPenaltyLogitsProcessor(settings.repetition_penalty), n_prompt))
+    if settings.no_repeat_ngram_size > 0:
+        processors.insert(-1, _OnReply(NoRepeatNGramLogitsProcessor(settings.no_repeat_ngram_size), n_prompt))
+    with torch.inference_mode():
+        if settings.seed is not None:
+            torch.manual_seed(settings.seed)
+        output = model.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            generation_config=config,
+            streamer=streamer,
+            stopping_criteria=StoppingCriteriaList([Cancelled()]),
+            logits_processor=LogitsProcessorList(processors),
+        )
+    return output[0, n_prompt:].tolist()
+
+
+class _OnReply:
+    """Run a logits processor over the reply's tokens only."""
+
+    def __init__(self, processor, prompt_length: int) -> None:
+        self.processor, self.start = processor, prompt_length
+
+    def __call__(self, input_ids, scores):
+        return self.processor(input_ids[:, self.start:], scores)
 
 
 class _NoBlankReply:

@@ -20,7 +20,9 @@ import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
+from . import fast
 from .dialogue import DialogueFormat, format_for
 from .paths import SHIPPED_MODEL_DIR, cache_dir
 
@@ -37,9 +39,44 @@ class ModelLoadError(Exception):
     """A spec that cannot be loaded; the message is one line that says what to do."""
 
 
-@dataclass
+class _Deferred:
+    """A transformers model not loaded yet: the fast path runs without it."""
+
+    def __init__(self, load: Callable[[], object]) -> None:
+        self.load = load
+        self.lock = threading.Lock()
+
+
+class _ModelSlot:
+    """`LoadedModel.model`: loads a deferred model on first use, so code that needs it still gets it."""
+
+    def __get__(self, obj, objtype=None):
+        if obj is None:
+            raise AttributeError("model")  # no class-level default: the field stays required
+        value = obj.__dict__["_model"]
+        if isinstance(value, _Deferred):
+            with value.lock:
+                value = obj.__dict__["_model"]
+                if isinstance(value, _Deferred):
+                    value = obj.__dict__["_model"] = value.load()
+                    obj.__dict__["_signature"] = _weights_signature(value)
+        return value
+
+    def __set__(self, obj, value) -> None:
+        obj.__dict__["_model"] = value
+        if not isinstance(value, _Deferred):
+            obj.__dict__["_signature"] = _weights_signature(value)
+
+
+def _weights_signature(model) -> tuple:
+    """Changes when the model object is swapped, gains parameters (LoRA layers) or is changed in place."""
+    params = list(model.parameters()) if hasattr(model, "parameters") else []
+    return id(model), len(params), sum(getattr(p, "_version", 0) for p in params)
+
+
+@dataclass(repr=False, eq=False)
 class LoadedModel:
-    model: object  # a transformers PreTrainedModel in eval mode
+    model: object = _ModelSlot()  # a transformers PreTrainedModel in eval mode (loaded on first use when deferred)
     tokenizer: object
     format: DialogueFormat
     spec: str  # as the user gave it
@@ -47,12 +84,43 @@ class LoadedModel:
     context_window: int  # positions the model can attend to
     resolved: str = ""  # short name of what `spec` resolved to (for `default`)
     # Generation uses the global torch RNG and a lot of memory: one reply at a time per model.
-    generate_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    generate_lock: threading.Lock = field(default_factory=threading.Lock)
+    fast: object = None  # a fast.FastModel when replies come from the CTranslate2 copy
+    backend_note: str = ""  # why the fast path is not used, when it isn't
 
     @property
     def name(self) -> str:
         """How replies are labelled: the spec, plus what `default` stood for."""
         return f"{self.spec} ({self.resolved})" if self.resolved and self.resolved != self.spec else self.spec
+
+    @property
+    def backend(self) -> str:
+        """What generates the replies: "ctranslate2-int8" or "transformers-fp32" (and so on)."""
+        if self.fast is not None:
+            return self.fast.name
+        return f"transformers-{_DTYPE_NAMES.get(str(getattr(self.model, 'dtype', '')), 'fp32')}"
+
+    @property
+    def model_materialized(self) -> bool:
+        """Whether the transformers model is in memory (it is deferred while the fast path has no need of it)."""
+        return not isinstance(self.__dict__.get("_model"), _Deferred)
+
+    @property
+    def model_changed(self) -> bool:
+        """Whether the transformers model in memory is no longer the one that was loaded (and converted):
+        weights changed in place, layers added (LoRA), or forward hooks registered (tests, debugging)."""
+        if not self.model_materialized:
+            return False
+        model = self.model
+        if _weights_signature(model) != self.__dict__.get("_signature"):
+            return True
+        return any(m._forward_hooks or m._forward_pre_hooks for m in getattr(model, "modules", list)())
+
+    def __repr__(self) -> str:
+        return f"LoadedModel(spec={self.spec!r}, source={self.source!r}, backend={self.backend!r})"
+
+
+_DTYPE_NAMES = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
 
 
 @dataclass
@@ -159,6 +227,25 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:200] if text else type(exc).__name__
 
 
+# Files that make a model directory what it is (weights, config, tokenizer), fingerprinted for the
+# fast path's conversion cache. Subfolders (checkpoints, logs) don't count.
+MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt", ".jinja", ".tiktoken")
+
+
+@dataclass
+class _Recipe:
+    """How to load what a spec resolved to, and the files its weights come from."""
+
+    source: str  # a directory or hub id
+    load: Callable[[], tuple]  # -> (model, tokenizer)
+    load_tokenizer: Callable[[], object]
+    files: list[Path] | None  # None when unknown: no cached fast-path conversion then
+
+
+def _model_files(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in MODEL_FILE_SUFFIXES)
+
+
 def _from_pretrained(source: str, *, local_only: bool):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -167,40 +254,96 @@ def _from_pretrained(source: str, *, local_only: bool):
     return model, tokenizer
 
 
-def _load_directory(directory: Path, spec: str):
+def _resolve(spec: str) -> str:
+    return resolve_default() if spec == DEFAULT_SPEC else spec
+
+
+def _recipe(resolved: str) -> _Recipe:
+    if resolved == OFFLINE_BASE:
+        try:
+            source = convert_smollm2()
+        except ModelLoadError:
+            raise
+        except Exception as exc:
+            raise ModelLoadError(f"could not convert the offline base model: {_first_line(exc)}") from exc
+        return _directory_recipe(source)
+    if _looks_like_path(resolved) or Path(resolved).expanduser().is_dir():
+        directory = Path(resolved).expanduser()
+        if not directory.is_dir():
+            raise ModelLoadError(f"no model directory at {directory}")
+        return _directory_recipe(directory)
+    return _hub_recipe(resolved)
+
+
+def _directory_recipe(directory: Path) -> _Recipe:
     meta = _read_run_metadata(directory)
     if meta and meta.get("adapter"):
-        return _load_adapter_run(directory, meta, spec)
+        return _adapter_recipe(directory, meta)
     if not (directory / "config.json").is_file():
         raise ModelLoadError(
             f"{directory} is not a model directory (no config.json); "
             "pass a save_pretrained directory, a moviechat-train output dir, or a hub id"
         )
-    try:
-        return _from_pretrained(str(directory), local_only=True)
-    except Exception as exc:  # corrupt weights, missing tokenizer files, ...
-        raise ModelLoadError(f"could not load the model in {directory}: {_first_line(exc)}") from exc
+
+    def load():
+        try:
+            return _from_pretrained(str(directory), local_only=True)
+        except Exception as exc:  # corrupt weights, missing tokenizer files, ...
+            raise ModelLoadError(f"could not load the model in {directory}: {_first_line(exc)}") from exc
+
+    def load_tokenizer():
+        from transformers import AutoTokenizer
+
+        try:
+            return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+        except Exception as exc:
+            raise ModelLoadError(f"could not load the tokenizer in {directory}: {_first_line(exc)}") from exc
+
+    return _Recipe(str(directory), load, load_tokenizer, _model_files(directory))
 
 
-def _load_adapter_run(directory: Path, meta: dict, spec: str):
+def _adapter_recipe(directory: Path, meta: dict) -> _Recipe:
     """A LoRA run: its base (by spec), the adapter merged in for plain-speed inference."""
-    from peft import PeftModel
-    from transformers import AutoTokenizer
-
     base_spec = meta.get("base")
     if not base_spec:
         raise ModelLoadError(f"{directory / RUN_METADATA} names no base model for its adapter")
-    base = load_model(base_spec)
-    try:
-        model = PeftModel.from_pretrained(base.model, str(directory)).merge_and_unload()
-        tokenizer = (
-            AutoTokenizer.from_pretrained(str(directory))
-            if (directory / "tokenizer_config.json").is_file()
-            else base.tokenizer
-        )
-    except Exception as exc:
-        raise ModelLoadError(f"could not load the adapter in {directory}: {_first_line(exc)}") from exc
-    return model, tokenizer
+    base = _recipe(_resolve(base_spec))
+    own_tokenizer = (directory / "tokenizer_config.json").is_file()
+
+    def load():
+        from peft import PeftModel
+        from transformers import AutoTokenizer
+
+        base_model, base_tokenizer = base.load()
+        try:
+            model = PeftModel.from_pretrained(base_model.eval(), str(directory)).merge_and_unload()
+            tokenizer = AutoTokenizer.from_pretrained(str(directory)) if own_tokenizer else base_tokenizer
+        except Exception as exc:
+            raise ModelLoadError(f"could not load the adapter in {directory}: {_first_line(exc)}") from exc
+        return model, tokenizer
+
+    def load_tokenizer():
+        from transformers import AutoTokenizer
+
+        if not own_tokenizer:
+            return base.load_tokenizer()
+        try:
+            return AutoTokenizer.from_pretrained(str(directory))
+        except Exception as exc:
+            raise ModelLoadError(f"could not load the adapter's tokenizer in {directory}: {_first_line(exc)}") from exc
+
+    files = None if base.files is None else _model_files(directory) + base.files
+    return _Recipe(str(directory), load, load_tokenizer, files)
+
+
+def _hub_recipe(spec: str) -> _Recipe:
+    def load_tokenizer():
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(spec, local_files_only=True)  # only used once cached
+
+    snapshot = _hf_snapshot(spec)
+    return _Recipe(spec, lambda: _load_hub_id(spec), load_tokenizer, _model_files(snapshot) if snapshot else None)
 
 
 def _load_hub_id(spec: str):
@@ -219,37 +362,79 @@ def _load_hub_id(spec: str):
         raise ModelLoadError(f"could not load '{spec}' from the Hugging Face Hub: {_first_line(exc)}") from exc
 
 
-def load_model(spec: str = DEFAULT_SPEC, *, device: str | None = None) -> LoadedModel:
-    """Resolve `spec` (see the module docstring) and load it in eval mode."""
-    spec = (spec or DEFAULT_SPEC).strip()
-    resolved = resolve_default() if spec == DEFAULT_SPEC else spec
-    _quiet_transformers()
-    if resolved == OFFLINE_BASE:
-        try:
-            source = str(convert_smollm2())
-        except ModelLoadError:
-            raise
-        except Exception as exc:
-            raise ModelLoadError(f"could not convert the offline base model: {_first_line(exc)}") from exc
-        model, tokenizer = _load_directory(Path(source), spec)
-    elif _looks_like_path(resolved) or Path(resolved).expanduser().is_dir():
-        directory = Path(resolved).expanduser()
-        if not directory.is_dir():
-            raise ModelLoadError(f"no model directory at {directory}")
-        source = str(directory)
-        model, tokenizer = _load_directory(directory, spec)
-    else:
-        source = resolved
-        model, tokenizer = _load_hub_id(resolved)
+def load_model(spec: str = DEFAULT_SPEC, *, device: str | None = None, backend: str | None = None) -> LoadedModel:
+    """Resolve `spec` (see the module docstring) and load it in eval mode.
 
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    `backend`: "auto" (the default, or $MOVIECHAT_BACKEND) generates on CPU from a CTranslate2
+    int8 copy of the model (converted once, cached), falling back to transformers when
+    ctranslate2 is missing or can't convert the model; "transformers" forces the plain path;
+    "ctranslate2" insists on the fast one. `loaded.backend` says which one is in use.
+    """
+    spec = (spec or DEFAULT_SPEC).strip()
+    resolved = _resolve(spec)
+    _quiet_transformers()
+    recipe = _recipe(resolved)
     device = device or _best_device()
+    short = resolved if resolved in (OFFLINE_BASE,) or not Path(resolved).is_dir() else Path(resolved).name
+    try:
+        chosen, note = fast.choose_backend(backend, device)
+    except fast.FastPathError as exc:
+        raise ModelLoadError(str(exc)) from exc
+    use_fast = chosen == fast.CTRANSLATE2
+    label = key = None
+    if use_fast and recipe.files is None:
+        note = "the fast path needs the model's files on disk"
+    elif use_fast:
+        label = fast.label_for(recipe.source)
+        try:
+            key = fast.fingerprint(recipe.files)
+            converted = fast.find_converted(label, key)
+        except fast.FastPathError as exc:
+            note, converted = str(exc), None
+            key = None
+        if converted is not None:
+            loaded = _open_warm(recipe, converted, device, spec, short)
+            if loaded is not None:
+                return loaded
+
+    model, tokenizer = recipe.load()
+    _ensure_pad(tokenizer)
     model.to(device).eval()
     config = model.config
     context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 1024
-    short = resolved if resolved in (OFFLINE_BASE,) or not Path(resolved).is_dir() else Path(resolved).name
-    return LoadedModel(model, tokenizer, format_for(tokenizer), spec, source, int(context), short)
+    fast_model = None
+    if key is not None:
+        try:
+            fast_model = fast.open_converted(fast.convert(model, tokenizer, label, key, int(context)))
+        except fast.FastPathError as exc:
+            note = str(exc)
+    if fast_model is None and fast.insisted(backend):
+        raise ModelLoadError(f"the ctranslate2 backend was asked for, but {note}")
+    return LoadedModel(model, tokenizer, format_for(tokenizer), spec, recipe.source, int(context), short,
+                       fast=fast_model, backend_note="" if fast_model else note)
+
+
+def _open_warm(recipe: _Recipe, converted: Path, device: str, spec: str, short: str) -> LoadedModel | None:
+    """A cached conversion: the tokenizer and the fast model; the transformers model waits until used."""
+    try:
+        fast_model = fast.open_converted(converted)
+    except Exception:  # a damaged cache entry: convert again
+        shutil.rmtree(converted, ignore_errors=True)
+        return None
+    tokenizer = _ensure_pad(recipe.load_tokenizer())
+
+    def load_model_later():
+        model, _ = recipe.load()
+        return model.to(device).eval()
+
+    return LoadedModel(_Deferred(load_model_later), tokenizer, format_for(tokenizer), spec, recipe.source,
+                       fast_model.context_window, short, fast=fast_model)
+
+
+def _ensure_pad(tokenizer):
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def _quiet_transformers() -> None:
@@ -301,3 +486,14 @@ def _in_hf_cache(repo_id: str) -> bool:
         return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
     except Exception:
         return False
+
+
+def _hf_snapshot(repo_id: str) -> Path | None:
+    """The local Hugging Face cache folder of a hub id, if it is there."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        config = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:
+        return None
+    return Path(config).parent if isinstance(config, str) else None

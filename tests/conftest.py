@@ -76,3 +76,13 @@ def tiny_chatml_dir(tmp_path_factory, chatml_tokenizer):
     _tiny_gpt2(chatml_tokenizer, seed=1).save_pretrained(path)
     chatml_tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _session_cache_dir(tmp_path_factory):
+    """Module-scoped fixtures load models before the per-test dirs are set: their fast-path
+    conversions go to a session cache, not the user's."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("MOVIECHAT_CACHE_DIR", str(tmp_path_factory.mktemp("session-cache")))
+    yield
+    patch.undo()

@@ -1,0 +1,292 @@
+"""The fast CPU path: the model converted once to CTranslate2 int8, then streamed from it.
+
+`load_model` asks `choose_backend` whether to use it (on CPU, when ctranslate2 is
+installed, unless MOVIECHAT_BACKEND=transformers), then `find_converted` for a
+conversion of exactly these model files, else `convert` (from the model already
+in memory, so merged LoRA adapters convert as they are used). Conversions live
+in cache_dir()/ctranslate2/, keyed by a fingerprint of the model's files and
+the converter version, so a retrained or replaced model is converted again and
+a read-only package directory is never written to.
+
+`FastModel.generate` decodes with the same knobs and rules as the transformers
+path in generation.py: penalties count the reply's tokens, the end-of-turn token
+can't end a reply that is still blank, a seed makes sampling reproducible (per
+backend: the two draw random numbers differently).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from .paths import cache_dir
+
+BACKEND_ENV = "MOVIECHAT_BACKEND"
+AUTO, TRANSFORMERS, CTRANSLATE2 = "auto", "transformers", "ctranslate2"
+BACKENDS = (AUTO, TRANSFORMERS, CTRANSLATE2)
+COMPUTE_TYPE = "int8"  # int8 weights and matmuls, float32 elsewhere (CPU's int8 == int8_float32)
+FORMAT_VERSION = 1  # bump when what is stored next to a conversion changes
+METADATA = "moviechat_fast.json"
+UNSUPPORTED = "unsupported.txt"  # left where a conversion failed, so it isn't retried every launch
+WHOLE_FILE_LIMIT = 64 << 20  # files up to this size are hashed whole; bigger ones by size, mtime, head and tail
+EDGE = 1 << 20
+
+
+class FastPathError(Exception):
+    """The fast path can't serve this model; the message is one line."""
+
+
+def installed() -> bool:
+    try:
+        import ctranslate2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def choose_backend(requested: str | None, device: str) -> tuple[str, str]:
+    """(TRANSFORMERS or CTRANSLATE2, why) for a load on `device`; `requested` None reads MOVIECHAT_BACKEND."""
+    choice = (requested or os.environ.get(BACKEND_ENV) or AUTO).strip().lower()
+    if choice not in BACKENDS:
+        raise FastPathError(f"unknown backend {choice!r} (from {BACKEND_ENV}?); use one of {', '.join(BACKENDS)}")
+    if choice == TRANSFORMERS:
+        return TRANSFORMERS, "the transformers backend was asked for"
+    if not installed():
+        if choice == CTRANSLATE2:
+            raise FastPathError("the ctranslate2 backend needs the ctranslate2 package: pip install 'ctranslate2>=4.5,<5'")
+        return TRANSFORMERS, "ctranslate2 is not installed"
+    if choice == AUTO and device != "cpu":
+        return TRANSFORMERS, f"the fast path is for CPU and the model runs on {device}"
+    return CTRANSLATE2, ""
+
+
+def insisted(requested: str | None) -> bool:
+    """Whether the fast path was asked for by name (so falling back would be wrong)."""
+    return (requested or os.environ.get(BACKEND_ENV) or "").strip().lower() == CTRANSLATE2
+
+
+# --- the conversion cache ------------------------------------------------------
+
+
+def _file_digest(path: Path) -> str:
+    stat = path.stat()
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        if stat.st_size <= WHOLE_FILE_LIMIT:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        else:  # hashing a large checkpoint whole would cost seconds on every launch
+            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+            digest.update(handle.read(EDGE))
+            handle.seek(-EDGE, os.SEEK_END)
+            digest.update(handle.read(EDGE))
+    return digest.hexdigest()
+
+
+def fingerprint(files: Iterable[Path]) -> str:
+    """A key that changes when any of the model's files, or the converter, changes."""
+    import ctranslate2
+
+    digest = hashlib.sha256(f"{FORMAT_VERSION}:{ctranslate2.__version__}:{COMPUTE_TYPE}".encode())
+    for path in sorted({Path(p).resolve() for p in files}):
+        digest.update(f"{path.name}:{_file_digest(path)}\n".encode())
+    return digest.hexdigest()[:20]
+
+
+def label_for(source: str) -> str:
+    """A readable, collision-free folder prefix for one model source (a path or a hub id)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(source).name or source).strip("-") or "model"
+    return f"{name[:40]}-{hashlib.sha256(source.encode()).hexdigest()[:8]}"
+
+
+def _root() -> Path:
+    return cache_dir() / "ctranslate2"
+
+
+def _target(label: str, key: str) -> Path:
+    return _root() / f"{label}-{key}"
+
+
+def find_converted(label: str, key: str) -> Path | None:
+    """The finished conversion for these files; FastPathError if converting them failed before."""
+    target = _target(label, key)
+    if (target / UNSUPPORTED).is_file():
+        raise FastPathError((target / UNSUPPORTED).read_text().strip())
+    return target if (target / METADATA).is_file() else None
+
+
+def convert(model, tokenizer, label: str, key: str, context_window: int) -> Path:
+    """Convert an in-memory transformers model once; older conversions of the same source are removed."""
+    target = _target(label, key)
+    try:
+        _convert(model, tokenizer, target, context_window)
+    except Exception as exc:
+        line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        message = f"CTranslate2 can't convert this model ({line})"
+        target.mkdir(parents=True, exist_ok=True)
+        (target / UNSUPPORTED).write_text(message + "\n")
+        raise FastPathError(message) from exc
+    for stale in _root().glob(f"{label}-*"):
+        if stale != target and not stale.name.count(".tmp-"):
+            shutil.rmtree(stale, ignore_errors=True)
+    return target
+
+
+def _convert(model, tokenizer, target: Path, context_window: int) -> None:
+    import copy
+
+    from ctranslate2.converters import TransformersConverter
+
+    class InMemory(TransformersConverter):
+        """Converts the model already loaded (adapters merged) instead of reading it again.
+
+        The converter changes some weights in place, so it gets a copy to work on."""
+
+        def load_model(self, *args, **kwargs):
+            return copy.deepcopy(model)
+
+        def load_tokenizer(self, *args, **kwargs):
+            return tokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    # A model rebuilt from a GGUF keeps the GGUF's quantization_config, but its weights are plain
+    # float32: hide the note from the converter, which refuses GGUF-quantized weights.
+    quantization = getattr(model.config, "quantization_config", None)
+    with tempfile.TemporaryDirectory() as config_dir:
+        try:
+            if quantization is not None:
+                model.config.quantization_config = None
+            model.config.to_json_file(os.path.join(config_dir, "config.json"))
+            InMemory(config_dir).convert(str(tmp), quantization=COMPUTE_TYPE, force=True)
+        finally:
+            if quantization is not None:
+                model.config.quantization_config = quantization
+    _check_vocabulary(tmp, tokenizer)
+    (tmp / METADATA).write_text(json.dumps({"context_window": context_window, "compute_type": COMPUTE_TYPE}))
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _check_vocabulary(directory: Path, tokenizer) -> None:
+    """Prompts travel as token strings: each id's string must map back to that id."""
+    vocabulary = json.loads((directory / "vocabulary.json").read_text())
+    expected = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    if vocabulary[: len(expected)] != expected or len(set(vocabulary)) != len(vocabulary):
+        raise ValueError("its vocabulary does not map one to one onto the tokenizer's ids")
+
+
+# --- generating ------------------------------------------------------------------
+
+
+@dataclass
+class FastModel:
+    generator: object  # ctranslate2.Generator
+    directory: Path
+    compute_type: str
+    context_window: int
+
+    @property
+    def name(self) -> str:
+        return f"ctranslate2-{self.compute_type}"
+
+    def reseed(self, seed: int) -> None:
+        """Make the next samples follow `seed`.
+
+        CTranslate2 samples on its worker thread with a random generator seeded when that thread
+        first samples, so a new seed needs a new worker: the model is opened again (a fraction of
+        a second, from the page cache) and replaces the current one.
+        """
+        import ctranslate2
+
+        ctranslate2.set_random_seed(seed)
+        self.generator = _new_generator(self.directory, self.compute_type)
+
+    def generate(
+        self,
+        tokenizer,
+        prompt_ids: Sequence[int],
+        settings,
+        end_of_turn_id: int,
+        on_token: Callable[[int], None],
+        cancelled: Callable[[], bool],
+    ) -> list[int]:
+        """Decode one reply; returns its ids (ending with end_of_turn_id if the turn ended)."""
+        if settings.seed is not None:
+            self.reseed(settings.seed)
+        options = _decoding_options(settings)
+        new: list[int] = []
+        while len(new) < settings.max_new_tokens and not cancelled():
+            tokens = tokenizer.convert_ids_to_tokens(list(prompt_ids) + new)
+            steps = self.generator.generate_tokens(
+                tokens,
+                max_length=settings.max_new_tokens - len(new),
+                min_length=1,  # the first token never ends the turn
+                end_token=[end_of_turn_id],
+                **options,
+            )
+            blank_end = False
+            with contextlib.closing(steps):
+                for step in steps:
+                    if cancelled():
+                        break
+                    if step.token_id == end_of_turn_id:
+                        # Only whitespace so far: go on from here with the end forbidden once more, as the
+                        # transformers path's _NoBlankReply does. (Penalties then count these tokens as prompt.)
+                        blank_end = not tokenizer.decode(new, skip_special_tokens=True).strip()
+                        if not blank_end:
+                            new.append(step.token_id)
+                            on_token(step.token_id)
+                        break
+                    new.append(step.token_id)
+                    on_token(step.token_id)
+            if not blank_end:
+                break
+        return new
+
+
+def _decoding_options(settings) -> dict:
+    options = {
+        "repetition_penalty": settings.repetition_penalty,
+        "no_repeat_ngram_size": settings.no_repeat_ngram_size,
+    }
+    if settings.temperature > 0:
+        options.update(
+            sampling_temperature=settings.temperature,
+            sampling_topk=settings.top_k,  # 0: no top-k cut, as in transformers
+            sampling_topp=settings.top_p,
+        )
+    else:
+        options["sampling_topk"] = 1  # greedy
+    return options
+
+
+def threads() -> int:
+    """CPU threads for one reply: the cores this process may use (0 lets CTranslate2 pick)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 0
+
+
+def _new_generator(directory: Path, compute_type: str):
+    import ctranslate2
+
+    return ctranslate2.Generator(str(directory), device="cpu", compute_type=compute_type, intra_threads=threads())
+
+
+def open_converted(directory: Path) -> FastModel:
+    meta = json.loads((directory / METADATA).read_text())
+    generator = _new_generator(directory, meta["compute_type"])
+    return FastModel(generator, directory, meta["compute_type"], int(meta["context_window"]))

@@ -1,0 +1,181 @@
+"""The fast path's choice and its conversion cache: converted once, keyed by the model's files."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from moviechat_tui import fast, models
+from moviechat_tui.dialogue import USER, Turn
+from moviechat_tui.generation import GenerationSettings, stream_reply
+from moviechat_tui.models import ModelLoadError, load_model
+from moviechat_tui.paths import cache_dir
+
+GREEDY = GenerationSettings(temperature=0, repetition_penalty=1.0, no_repeat_ngram_size=0, max_new_tokens=8)
+
+
+@pytest.fixture
+def conversions(monkeypatch):
+    """Counts conversions (the real ones still run)."""
+    calls = []
+    real = fast._convert
+
+    def counting(*args, **kwargs):
+        calls.append(args[2])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fast, "_convert", counting)
+    return calls
+
+
+def _converted_dirs():
+    root = cache_dir() / "ctranslate2"
+    return sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+
+
+def _log_probs_fp32(model, ids):
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0, :-1]
+    return torch.log_softmax(logits, -1).gather(1, torch.tensor(ids[1:])[:, None]).squeeze(1)
+
+
+def _log_probs_fast(loaded, ids):
+    scored = loaded.fast.generator.score_batch([loaded.tokenizer.convert_ids_to_tokens(ids)])[0]
+    return torch.tensor(scored.log_probs)
+
+
+def test_cpu_default_is_the_fast_path_and_the_env_var_forces_transformers(tiny_gpt2_dir, monkeypatch):
+    assert load_model(str(tiny_gpt2_dir)).backend == "ctranslate2-int8"
+    monkeypatch.setenv("MOVIECHAT_BACKEND", "transformers")
+    loaded = load_model(str(tiny_gpt2_dir))
+    assert loaded.backend == "transformers-fp32" and loaded.fast is None
+    assert "transformers backend was asked for" in loaded.backend_note
+
+
+def test_an_unknown_backend_is_one_clear_line(tiny_gpt2_dir, monkeypatch):
+    monkeypatch.setenv("MOVIECHAT_BACKEND", "turbo")
+    with pytest.raises(ModelLoadError) as info:
+        load_model(str(tiny_gpt2_dir))
+    assert "turbo" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_without_ctranslate2_auto_falls_back_and_asking_for_it_fails(tiny_gpt2_dir, monkeypatch):
+    monkeypatch.setattr(fast, "installed", lambda: False)
+    loaded = load_model(str(tiny_gpt2_dir))
+    assert loaded.backend == "transformers-fp32" and "not installed" in loaded.backend_note
+    with pytest.raises(ModelLoadError, match="pip install"):
+        load_model(str(tiny_gpt2_dir), backend="ctranslate2")
+
+
+def test_off_cpu_auto_keeps_transformers():
+    assert fast.choose_backend("auto", "cuda")[0] == fast.TRANSFORMERS
+    assert fast.choose_backend("ctranslate2", "cuda")[0] == fast.CTRANSLATE2
+
+
+def test_converted_once_then_loaded_from_the_cache_without_transformers(tiny_gpt2_dir, conversions):
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in tiny_gpt2_dir.iterdir())
+    first = load_model(str(tiny_gpt2_dir))
+    prompt = first.format.prompt_ids([Turn(USER, "Hello?")])
+    reply = "".join(stream_reply(first, prompt, GREEDY))
+    again = load_model(str(tiny_gpt2_dir))
+    assert len(conversions) == 1 and len(_converted_dirs()) == 1
+    assert again.backend == "ctranslate2-int8"
+    assert not again.model_materialized  # the fast path didn't need the transformers model
+    assert "".join(stream_reply(again, prompt, GREEDY)) == reply
+    # Code that wants the transformers model still gets it, loaded on first use.
+    ids = prompt + [first.tokenizer.eos_token_id]
+    assert torch.allclose(_log_probs_fp32(again.model, ids), _log_probs_fp32(first.model, ids))
+    assert again.model_materialized
+    # The model's own directory was only read.
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in tiny_gpt2_dir.iterdir()) == before
+
+
+def test_a_changed_model_is_converted_again_and_the_old_conversion_removed(tiny_gpt2_dir, tmp_path, conversions):
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_gpt2_dir, model_dir)
+    first = load_model(str(model_dir))
+    [old] = _converted_dirs()
+    # Retrain (here: nudge one weight) and save over the same directory.
+    with torch.no_grad():
+        first.model.lm_head.weight[0, 0] += 1.0
+    first.model.save_pretrained(model_dir)
+    second = load_model(str(model_dir))
+    [new] = _converted_dirs()
+    assert len(conversions) == 2 and new != old
+    ids = first.format.prompt_ids([Turn(USER, "Hi")])
+    assert torch.allclose(_log_probs_fast(second, ids), _log_probs_fp32(second.model, ids), atol=0.1)
+
+
+def test_a_failed_conversion_falls_back_and_is_not_retried(tiny_gpt2_dir, monkeypatch):
+    calls = []
+
+    def unsupported(*args, **kwargs):
+        calls.append(1)
+        raise NotImplementedError("no converter for this architecture")
+
+    monkeypatch.setattr(fast, "_convert", unsupported)
+    loaded = load_model(str(tiny_gpt2_dir))
+    assert loaded.backend == "transformers-fp32"
+    assert "no converter for this architecture" in loaded.backend_note
+    assert "".join(stream_reply(loaded, loaded.format.prompt_ids([Turn(USER, "Hi")]), GREEDY))
+    assert load_model(str(tiny_gpt2_dir)).backend == "transformers-fp32" and len(calls) == 1
+    with pytest.raises(ModelLoadError, match="ctranslate2 backend was asked for"):
+        load_model(str(tiny_gpt2_dir), backend="ctranslate2")
+
+
+def test_a_damaged_conversion_is_made_again(tiny_gpt2_dir, conversions):
+    load_model(str(tiny_gpt2_dir))
+    [name] = _converted_dirs()
+    (cache_dir() / "ctranslate2" / name / "model.bin").write_bytes(b"truncated")
+    loaded = load_model(str(tiny_gpt2_dir))
+    assert loaded.backend == "ctranslate2-int8" and len(conversions) == 2
+
+
+def _adapter_run(tmp_path, base_dir, scale: float):
+    """A trainer-style LoRA run on `base_dir` (random, non-zero adapter weights)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(3)
+    base = AutoModelForCausalLM.from_pretrained(base_dir)
+    config = LoraConfig(r=4, lora_alpha=64, target_modules=["c_attn", "c_proj"], init_lora_weights=False,
+                        fan_in_fan_out=True)
+    peft_model = get_peft_model(base, config)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.mul_(scale)
+    run = tmp_path / "run"
+    peft_model.save_pretrained(run)
+    (run / models.RUN_METADATA).write_text(json.dumps({"adapter": True, "base": str(base_dir)}))
+    return run
+
+
+def test_an_adapter_run_is_converted_with_the_adapter_merged(tiny_gpt2_dir, tmp_path, conversions):
+    run = _adapter_run(tmp_path, tiny_gpt2_dir, scale=5.0)
+    loaded = load_model(str(run))
+    assert loaded.backend == "ctranslate2-int8"
+    base = load_model(str(tiny_gpt2_dir), backend="transformers")
+    ids = loaded.format.prompt_ids([Turn(USER, "Where are you going?")])
+    merged, fast_lp, base_lp = _log_probs_fp32(loaded.model, ids), _log_probs_fast(loaded, ids), _log_probs_fp32(base.model, ids)
+    # The adapter moves the scores, and the fast copy moves with it (int8 error is far smaller).
+    assert (fast_lp - merged).abs().max() < (merged - base_lp).abs().max() / 4
+
+    # A new adapter (retrained) in the same run directory: converted again.
+    again = load_model(str(_adapter_run(tmp_path, tiny_gpt2_dir, scale=-5.0)))
+    assert len(conversions) == 2 and len(_converted_dirs()) == 1
+    assert torch.allclose(_log_probs_fast(again, ids), _log_probs_fp32(again.model, ids), atol=0.1)
+
+
+def test_fingerprint_follows_content():
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        a = Path(d) / "config.json"
+        a.write_text("{}")
+        key = fast.fingerprint([a])
+        assert fast.fingerprint([a]) == key
+        a.write_text('{"n_layer": 2}')
+        assert fast.fingerprint([a]) != key
