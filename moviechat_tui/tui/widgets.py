@@ -1,0 +1,208 @@
+"""The chat screen's widgets: messages, the message box, the status line, the sidebar.
+
+Every piece of user or model text goes through `rich.text.Text`, never through markup, so
+"[bold red]hi[/]" in a message is shown exactly as typed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual import events
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message as TextualMessage
+from textual.widgets import Input, OptionList, Static, TextArea
+from textual.widgets.option_list import Option
+
+from ..dialogue import USER
+from ..store import Conversation, Message
+from .format import SPEAKERS, literal, local_time
+
+STATUS_LABELS = {"partial": "…", "cancelled": "cancelled", "error": "error"}
+
+
+class MessageView(Vertical):
+    """One message: a speaker/time line over the text; a bot reply grows as it streams."""
+
+    def __init__(self, role: str, text: str = "", *, created_at: str | None = None, status: str = "complete",
+                 note: str = "", detail: str = "", time_format: str = "%H:%M") -> None:
+        super().__init__(classes=f"message {role}")
+        self.role, self.text, self.created_at, self.status, self.note = role, text, created_at, status, note
+        self.detail, self.time_format = detail, time_format
+        self.set_class(status != "complete", f"-{status}")
+
+    @classmethod
+    def of(cls, message: Message) -> "MessageView":
+        return cls(message.role, message.text, created_at=message.created_at, status=message.status)
+
+    def compose(self):
+        yield Static(self._meta(), classes="meta")
+        yield Static(self._body(), classes="body")
+
+    def _meta(self) -> Text:
+        meta = Text(SPEAKERS.get(self.role, self.role.upper()), style="bold")
+        if self.created_at:
+            meta.append(f"  {local_time(self.created_at, self.time_format)}", style="dim")
+        if self.detail:
+            meta.append(f" · {self.detail}", style="dim")
+        if self.status != "complete":
+            meta.append(f"  {STATUS_LABELS.get(self.status, self.status)}", style="italic")
+        if self.note:
+            meta.append(f"  {self.note}", style="italic")
+        return meta
+
+    def _body(self) -> Text:
+        if self.text:
+            return literal(self.text)
+        return Text("…" if self.status == "partial" else "(no text)", style="dim italic")
+
+    def _refresh(self) -> None:
+        if self.is_mounted:
+            self.query_one(".meta", Static).update(self._meta())
+            self.query_one(".body", Static).update(self._body())
+
+    def append(self, piece: str) -> None:
+        self.set_text(self.text + piece)
+
+    def set_text(self, text: str) -> None:
+        self.text = text
+        if self.is_mounted:
+            self.query_one(".body", Static).update(self._body())
+
+    def finish(self, message: Message | None, status: str, note: str = "") -> None:
+        """The stored outcome of a streamed reply (message is None if nothing was generated)."""
+        self.remove_class(f"-{self.status}")
+        if message is not None:
+            self.text, self.created_at = message.text, message.created_at
+        self.status, self.note = status, note
+        self.set_class(status != "complete", f"-{status}")
+        self._refresh()
+
+
+class ChatLog(VerticalScroll):
+    """The conversation, oldest at the top; stays scrolled to the bottom while a reply streams."""
+
+    def show(self, messages: list[Message], hint: Text | None = None) -> None:
+        self.remove_children()
+        if hint is not None and not messages:
+            self.mount(Static(hint, classes="hint"))
+        self.mount_all([MessageView.of(m) for m in messages])
+        self.scroll_end(animate=False)
+        self.anchor()
+
+    def views(self) -> list[MessageView]:
+        return list(self.query_children(MessageView))
+
+    def last_user_index(self) -> int | None:
+        views = self.views()
+        return next((i for i in range(len(views) - 1, -1, -1) if views[i].role == USER), None)
+
+    async def add(self, *views: MessageView) -> None:
+        for hint in self.query_children(".hint"):
+            await hint.remove()
+        await self.mount_all(views)
+        self.scroll_end(animate=False)
+        self.anchor()
+
+
+class ChatInput(TextArea):
+    """The message box: Enter sends, Ctrl+J (or Alt+Enter) starts a new line; pastes keep every line."""
+
+    BINDINGS = [Binding("up", "edit_last", "Edit last", show=False)]
+
+    @dataclass
+    class Submitted(TextualMessage):
+        chat_input: "ChatInput"
+        text: str
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(soft_wrap=True, show_line_numbers=False, tab_behavior="focus",
+                         highlight_cursor_line=False, **kwargs)
+
+    async def _on_key(self, event: events.Key) -> None:
+        if event.key == "enter":
+            event.prevent_default()
+            event.stop()
+            self.post_message(self.Submitted(self, self.text))
+            return
+        if event.key in ("ctrl+j", "alt+enter", "shift+enter"):
+            event.prevent_default()
+            event.stop()
+            self.insert("\n")
+            return
+        await super()._on_key(event)
+
+    async def action_edit_last(self) -> None:
+        # Up in an empty box brings back the last message (as in most chat apps); else it moves the cursor.
+        if not self.text:
+            await self.app.run_action("edit_last")
+        else:
+            self.action_cursor_up()
+
+
+class StatusBar(Horizontal):
+    """One line: the conversation on the left; model, decoding settings and speed on the right."""
+
+    def compose(self):
+        yield Static(id="status-title")
+        yield Static(id="status-info")
+
+    def show(self, title: Text, info: Text) -> None:
+        self.query_one("#status-title", Static).update(title)
+        self.query_one("#status-info", Static).update(info)
+
+
+LABEL_WIDTH = 29  # the sidebar's width less the marker and the scrollbar
+
+
+def conversation_label(conversation: Conversation, current: bool) -> Text:
+    title = literal(conversation.title or "(untitled)", style="bold" if current else "")
+    title.truncate(LABEL_WIDTH, overflow="ellipsis")
+    meta = f"{local_time(conversation.updated_at, '%Y-%m-%d %H:%M')} · {conversation.message_count} msg"
+    return Text.assemble(("▶ " if current else "  "), title, "\n  ", (meta, "dim"))
+
+
+class ConversationList(OptionList):
+    """Saved conversations, newest first; keys act on the highlighted one."""
+
+    BINDINGS = [
+        Binding("r", "app.rename_selected", "Rename"),
+        Binding("d,delete", "app.delete_selected", "Delete"),
+        Binding("p", "app.replay_selected", "Replay"),
+        Binding("n", "app.new_conversation", "New", show=False),
+        Binding("slash", "app.search", "Search", show=False),
+        Binding("escape", "app.focus_input", "Back", show=False),
+    ]
+
+    def show(self, conversations: list[Conversation], current_id: int | None) -> None:
+        highlighted = self.selected_id
+        self.clear_options()
+        self.add_options(
+            Option(conversation_label(c, c.id == current_id), id=str(c.id)) for c in conversations)
+        ids = [c.id for c in conversations]
+        # Someone browsing the list keeps their place; otherwise the open conversation is highlighted.
+        for wanted in (highlighted, current_id) if self.has_focus else (current_id, highlighted):
+            if wanted in ids:
+                self.highlighted = ids.index(wanted)
+                break
+        else:
+            self.highlighted = 0 if ids else None
+
+    @property
+    def selected_id(self) -> int | None:
+        if self.highlighted is None or self.option_count == 0:
+            return None
+        return int(self.get_option_at_index(self.highlighted).id)
+
+
+class Sidebar(Vertical):
+    """Saved conversations with a search box above them."""
+
+    def compose(self):
+        yield Static(Text("Saved conversations", style="bold"), classes="sidebar-title")
+        yield Input(placeholder="search titles and messages", id="search")
+        yield ConversationList(id="conversations")
+        yield Static(Text("enter open · r rename\nd delete · p replay · n new", style="dim"),
+                     classes="sidebar-hint")
