@@ -346,6 +346,7 @@ def train(config: TrainConfig, log=print, callbacks=()) -> TrainResult:
         disable_tqdm=True,
         remove_unused_columns=False,
         dataloader_num_workers=0,
+        use_cpu=not torch.cuda.is_available(),  # also what makes accelerate run multi-CPU (gloo) under torchrun
         dataloader_pin_memory=torch.cuda.is_available(),
         ddp_find_unused_parameters=False,
     )
