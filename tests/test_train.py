@@ -174,3 +174,17 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 3 and all(line.startswith("error: ") for line in errors)
     assert "no corpus" in errors[0] and "cannot load base" in errors[1] and "too small" in errors[2]
+
+
+def test_an_interrupted_run_exports_its_best_checkpoint(tiny_gpt2_dir, tmp_path):
+    from moviechat_tui.models import load_model
+    from trainer.train import export_checkpoint
+
+    out, dest = tmp_path / "run", tmp_path / "exported"
+    with pytest.raises(SystemExit):
+        train(tiny_config(tiny_gpt2_dir, out, max_steps=9), log=quiet, callbacks=[KillAfter(6)])
+    best = min(logged(out, "eval_loss").items(), key=lambda item: item[1])
+    meta = export_checkpoint(out, dest)
+    assert meta["metrics"]["global_step"] == best[0] and meta["metrics"]["eval_loss"] == pytest.approx(best[1], abs=1e-4)
+    assert meta["exported_from"] == f"run/checkpoint-{best[0]}" and not (dest / "optimizer.pt").exists()
+    assert load_model(str(dest)).model.config.n_layer == 2

@@ -307,6 +307,25 @@ def run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_export_command(subparsers) -> None:
+    parser = subparsers.add_parser("export", help="copy a run's checkpoint (default: its best) out as a model spec")
+    parser.add_argument("--run", metavar="DIR", required=True, help="the training run directory")
+    parser.add_argument("--to", metavar="DIR", required=True, help="where the model spec goes")
+    parser.add_argument("--checkpoint", metavar="NAME", help="e.g. checkpoint-16 (default: the best)")
+    parser.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from trainer.train import TrainError, export_checkpoint
+
+    try:
+        meta = export_checkpoint(args.run, args.to, args.checkpoint)
+    except TrainError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"exported {meta['exported_from']} (step {meta['metrics']['global_step']}) to {args.to}")
+    return 0
+
+
 # --- entry point -------------------------------------------------------------
 
 
@@ -316,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_corpus_command(subparsers)
     add_eval_command(subparsers)
     add_train_command(subparsers)
+    add_export_command(subparsers)
     return parser
 
 

@@ -387,7 +387,8 @@ def train(config: TrainConfig, log=print, callbacks=()) -> TrainResult:
     seconds = time.time() - started + float((previous or {}).get("train_seconds") or 0)
     if interrupt.interrupted:
         if rank == 0:
-            write_metadata(out, {**metadata, "status": "interrupted", "train_seconds": round(seconds, 1)})
+            write_metadata(out, {**metadata, "status": "interrupted", "train_seconds": round(seconds, 1),
+                                 "peak_memory_gb": round(peak_memory_bytes() / GB, 3)})
         last = get_last_checkpoint(str(out))
         raise TrainingInterrupted(f"interrupted: checkpoint saved in {last}; continue with "
                                   f"moviechat-train train --out {out} --resume")
@@ -418,3 +419,42 @@ def train(config: TrainConfig, log=print, callbacks=()) -> TrainResult:
             f"(perplexity {metrics['eval_perplexity']}), peak memory {metadata['peak_memory_gb']} GB; "
             f"chat with: moviechat-tui --model {out}")
     return TrainResult(out, trainer.model, tokenizer, metadata)
+
+
+# --- exporting a checkpoint as a model spec -------------------------------------------
+
+_TRAINING_STATE = ("optimizer.pt", "scheduler.pt", "scaler.pt", "training_args.bin", "trainer_state.json")
+
+
+def export_checkpoint(run_dir: str | Path, dest: str | Path, checkpoint: str | None = None) -> dict:
+    """Copy one checkpoint of a run (default: its best, else its last) to `dest` as a loadable model spec.
+
+    For runs stopped before their end: the weights/adapter and tokenizer of the checkpoint, and
+    moviechat_run.json with the run's settings and the checkpoint's step and validation loss.
+    """
+    run_dir, dest = Path(run_dir), Path(dest)
+    meta = read_metadata(run_dir)
+    if meta is None:
+        raise TrainError(f"{run_dir} is not a training run (no {RUN_METADATA})")
+    if checkpoint is None:
+        last = get_last_checkpoint(str(run_dir))
+        if last is None:
+            raise TrainError(f"{run_dir} has no checkpoint to export")
+        state = json.loads((Path(last) / "trainer_state.json").read_text())
+        checkpoint = state.get("best_model_checkpoint") or last
+    source = Path(checkpoint) if Path(checkpoint).is_dir() else run_dir / checkpoint
+    source = run_dir / source.name  # checkpoints are named relative to their run
+    check_checkpoint(source)
+    state = json.loads((source / "trainer_state.json").read_text())
+    step = state["global_step"]
+    evals = [r for r in state.get("log_history", []) if "eval_loss" in r and r.get("step") == step]
+    dest.mkdir(parents=True, exist_ok=True)
+    for item in source.iterdir():
+        if item.is_file() and item.name not in _TRAINING_STATE and not item.name.startswith("rng_state"):
+            shutil.copy2(item, dest / item.name)
+    metrics = {"global_step": step, "max_steps": state.get("max_steps")}
+    if evals:
+        metrics.update(eval_loss=round(evals[-1]["eval_loss"], 4), eval_perplexity=round(math.exp(evals[-1]["eval_loss"]), 3))
+    exported = {**meta, "metrics": {**meta.get("metrics", {}), **metrics}, "exported_from": f"{run_dir.name}/{source.name}"}
+    write_metadata(dest, exported)
+    return exported
