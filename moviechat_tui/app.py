@@ -86,6 +86,11 @@ COMMANDS = [
 ]
 
 
+# Actions that act on the chat screen: off while a dialog or the replay is on top of it.
+CHAT_ACTIONS = {action for _, _, action in COMMANDS} - {"toggle_theme", "help"} | {
+    "cancel_edit", "focus_input", "rename_selected", "delete_selected", "replay_selected", "scroll_chat"}
+
+
 @dataclass
 class ReplyPiece(TextualMessage):
     view: MessageView
@@ -217,8 +222,8 @@ class MovieChatApp(App[int]):
         self.focus_input()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        if action in ("quit", "command_palette", "help_quit", "toggle_theme", "help"):
-            return True
+        if action not in CHAT_ACTIONS:
+            return True  # Textual's own (quit, focus_next, ...), help and theme: everywhere
         if self.screen is not getattr(self, "chat_screen", None):
             return False  # a dialog or the replay screen is up: its own keys apply
         if action == "stop":
@@ -255,6 +260,7 @@ class MovieChatApp(App[int]):
         if message.error:
             self.notify(f"{message.error}\nYou can still browse and replay saved conversations.",
                         title="The model did not load", severity="error", timeout=15, markup=False)
+            self.chat_log.query(".hint").remove()  # "the bot answers…": not now
             self.chat_log.mount(Static(self._failure_text(), classes="load-error"))
         self.update_status()
 
@@ -323,7 +329,7 @@ class MovieChatApp(App[int]):
             self.settings = self.engine.settings_for(conversation)
             self.genres = genres_of(conversation.conditioning)
         self._end_edit()
-        self.chat_log.show(messages, self._hint())
+        self.chat_log.show(messages, None if self.model_state == "failed" else self._hint())
         if self.model_state == "failed":
             self.chat_log.mount(Static(self._failure_text(), classes="load-error"))
         bot = [m for m in messages if m.role == BOT and m.token_count and m.latency_ms]

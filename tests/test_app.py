@@ -410,6 +410,9 @@ async def test_settings_are_validated_inline_and_stored_with_the_conversation(st
         await pilot.press("ctrl+s")
         dialog = app.screen
         assert isinstance(dialog, SettingsScreen)
+        assert app.focused.id == "temperature"
+        await pilot.press("tab")
+        assert app.focused.id == "top_p"
         dialog.query_one("#temperature", Input).value = "-1"
         await pilot.press("ctrl+s")
         with pytest.raises(SettingsError) as expected:
