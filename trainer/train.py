@@ -358,6 +358,10 @@ def train(config: TrainConfig, log=print, callbacks=()) -> TrainResult:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.patience))
     trainer = MovieTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                            data_collator=Collator(train_set.pad_id), processing_class=tokenizer, callbacks=callbacks)
+    if config.progress:  # the bar shows the loss; no raw log dicts printed over it
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
 
     metadata = {
         "format": 1,
