@@ -8,15 +8,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 TESTS = Path(__file__).parent
 
 
+@pytest.mark.timeout(600)  # two fresh interpreters importing torch: ~1 min idle, minutes on a busy CPU
 def test_two_processes_train_in_step(tiny_gpt2_dir, tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(TESTS.parent), "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                str(TESTS / "ddp_worker.py"), str(tiny_gpt2_dir), str(TESTS / "fixtures" / "cornell-mini"), str(out)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=280)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=560)
     assert done.returncode == 0, done.stderr[-3000:]
 
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]

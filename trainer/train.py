@@ -22,7 +22,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
