@@ -16,6 +16,7 @@ backend: the two draw random numbers differently).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
@@ -23,6 +24,7 @@ import os
 import re
 import shutil
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -30,6 +32,7 @@ from typing import Callable, Iterable, Sequence
 from .paths import cache_dir
 
 BACKEND_ENV = "MOVIECHAT_BACKEND"
+THREADS_ENV = "MOVIECHAT_THREADS"  # e.g. 1 on a machine shared with other heavy jobs
 AUTO, TRANSFORMERS, CTRANSLATE2 = "auto", "transformers", "ctranslate2"
 BACKENDS = (AUTO, TRANSFORMERS, CTRANSLATE2)
 COMPUTE_TYPE = "int8"  # int8 weights and matmuls, float32 elsewhere (CPU's int8 == int8_float32)
@@ -273,17 +276,35 @@ def _decoding_options(settings) -> dict:
 
 
 def threads() -> int:
-    """CPU threads for one reply: the cores this process may use (0 lets CTranslate2 pick)."""
+    """CPU threads for one reply: $MOVIECHAT_THREADS, else the cores this process may use."""
+    if os.environ.get(THREADS_ENV, "").strip().isdigit() and int(os.environ[THREADS_ENV]) > 0:
+        return int(os.environ[THREADS_ENV])
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 0
 
 
+_generators: list = []  # every generator opened, closed at exit (see _close_generators)
+
+
 def _new_generator(directory: Path, compute_type: str):
     import ctranslate2
 
-    return ctranslate2.Generator(str(directory), device="cpu", compute_type=compute_type, intra_threads=threads())
+    generator = ctranslate2.Generator(str(directory), device="cpu", compute_type=compute_type, intra_threads=threads())
+    if not _generators:
+        atexit.register(_close_generators)
+    _generators.append(weakref.ref(generator))
+    return generator
+
+
+def _close_generators() -> None:
+    """Stop CTranslate2's worker threads while Python still runs: left to interpreter teardown,
+    they sometimes abort the process ("terminate called without an active exception")."""
+    for ref in _generators:
+        generator = ref()
+        if generator is not None:
+            generator.unload_model()
 
 
 def open_converted(directory: Path) -> FastModel:
