@@ -1,0 +1,355 @@
+"""The moviechat web page: `moviechat-tui web` runs `streamlit run web/app.py -- --model SPEC --db PATH`.
+
+Same engine and SQLite database as the TUI: the page re-reads the database on every rerun, so a
+conversation started in one shows up in the other. Each browser session keeps its own current
+conversation in `st.session_state` (and in the URL, so a reload reopens it). Everything a user or
+the model wrote is rendered through `text_to_markdown`, never as HTML.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+_ROOT = str(Path(__file__).resolve().parent.parent)
+if _ROOT not in sys.path:  # `streamlit run web/app.py` puts web/ on sys.path, not the project
+    sys.path.insert(0, _ROOT)
+
+from moviechat_tui.dialogue import USER
+from moviechat_tui.engine import ChatEngine, EngineError
+from moviechat_tui.generation import GenerationSettings, SettingsError
+from moviechat_tui.models import ModelLoadError
+from moviechat_tui.store import Conversation, Message, StoreError, UnknownConversation
+from web.markup import markdown_pieces, text_to_markdown
+from web.resources import PageConfig, forget_model_error, page_config, shared_engine
+
+LIST_LIMIT = 50  # conversations in the sidebar; search finds the older ones
+GENRES = ["action", "adventure", "animation", "biography", "comedy", "crime", "documentary", "drama", "family",
+          "fantasy", "film-noir", "history", "horror", "music", "musical", "mystery", "romance", "sci-fi",
+          "sport", "thriller", "war", "western"]  # the Cornell corpus' genres
+# name, label, widget, min, max, step, help
+SETTING_WIDGETS = [
+    ("temperature", "Temperature", "slider", 0.0, 2.0, 0.05, "0 = greedy: always the likeliest token"),
+    ("top_p", "Top-p", "slider", 0.05, 1.0, 0.05, "sample from the smallest set of tokens with this much mass"),
+    ("top_k", "Top-k", "number", 0, 1000, 1, "sample among the k likeliest tokens (0 = no limit)"),
+    ("repetition_penalty", "Repetition penalty", "slider", 0.5, 2.0, 0.05, "> 1 discourages repeating words"),
+    ("no_repeat_ngram_size", "No-repeat n-gram size", "number", 0, 10, 1, "forbid repeating n-grams (0 = off)"),
+    ("max_new_tokens", "Max new tokens", "number", 1, 4096, 8, "reply length cap"),
+    ("seed", "Seed", "number", 0, 2**31 - 1, 1, "empty = random; a number makes sampling reproducible"),
+]
+CURRENT = "conversation_id"
+
+
+# --- session state -------------------------------------------------------------------------
+
+
+def flash(level: str, text: str) -> None:
+    """A message shown at the top of the next run (survives st.rerun)."""
+    st.session_state.setdefault("flash", []).append((level, text))
+
+
+def show_flashes() -> None:
+    for level, text in st.session_state.pop("flash", []):
+        getattr(st, level)(text_to_markdown(text))
+
+
+def open_conversation(conversation_id: int | None) -> None:
+    st.session_state[CURRENT] = conversation_id
+    st.session_state.confirm_delete = False
+    st.session_state.view = "Chat"
+    _show_in_url(conversation_id)
+
+
+def _show_in_url(conversation_id: int | None) -> None:
+    """?conversation=ID: a reload (a new session) reopens it, and the URL can be shared."""
+    wanted = None if conversation_id is None else str(conversation_id)
+    if st.query_params.get("conversation") != wanted:
+        if wanted:
+            st.query_params["conversation"] = wanted
+        else:
+            st.query_params.pop("conversation", None)
+
+
+def current_conversation(engine: ChatEngine) -> Conversation | None:
+    if CURRENT not in st.session_state:  # a new session: the URL may name a conversation
+        try:
+            st.session_state[CURRENT] = int(st.query_params.get("conversation", ""))
+        except ValueError:
+            st.session_state[CURRENT] = None
+    conversation_id = st.session_state[CURRENT]
+    conversation = None
+    if conversation_id is not None:
+        try:
+            conversation = engine.get_conversation(conversation_id)
+        except UnknownConversation:
+            st.info(f"Conversation #{conversation_id} no longer exists (deleted elsewhere).")
+            open_conversation(None)
+    _show_in_url(conversation.id if conversation else None)
+    return conversation
+
+
+# --- settings and genres -------------------------------------------------------------------
+
+
+def _setting_key(name: str, conversation_id: int | None) -> str:
+    return f"setting:{name}:{conversation_id or 'new'}"
+
+
+def settings_from_widgets(base: GenerationSettings, conversation_id: int | None) -> GenerationSettings:
+    data = base.to_dict()
+    for name, *_ in SETTING_WIDGETS:
+        key = _setting_key(name, conversation_id)
+        if key in st.session_state:
+            data[name] = st.session_state[key]
+    return GenerationSettings.from_dict(data).validate()
+
+
+def _save_settings(engine: ChatEngine, conversation_id: int) -> None:
+    try:
+        base = engine.settings_for(engine.get_conversation(conversation_id))
+        engine.update_settings(conversation_id, settings=settings_from_widgets(base, conversation_id))
+    except (SettingsError, StoreError) as exc:
+        flash("error", f"Settings not saved: {exc}")
+
+
+def _save_genres(engine: ChatEngine, conversation_id: int) -> None:
+    try:
+        engine.update_settings(conversation_id, genres=st.session_state[f"genres:{conversation_id}"])
+    except StoreError as exc:
+        flash("error", f"Genres not saved: {exc}")
+
+
+def settings_panel(engine: ChatEngine, current: Conversation | None) -> None:
+    """Decoding settings and genres of the current conversation (or of the next new one)."""
+    cid = current.id if current else None
+    stored = engine.settings_for(current) if current else engine.settings
+    save = {"on_change": _save_settings, "args": (engine, cid)} if current else {}
+    with st.expander("Decoding settings"):
+        for name, label, widget, low, high, step, help_text in SETTING_WIDGETS:
+            value = getattr(stored, name)
+            key = _setting_key(name, cid)
+            if widget == "slider":
+                st.slider(label, low, high, min(max(float(value), low), high), step, key=key, help=help_text, **save)
+            else:
+                value = None if value is None else min(max(int(value), low), high)
+                st.number_input(label, low, high, value, step, key=key, help=help_text,
+                                placeholder="random" if name == "seed" else None, **save)
+    stored_genres = list((current.conditioning or {}).get("genres") or []) if current else []
+    st.multiselect(
+        "Genre steering", sorted(set(GENRES) | set(stored_genres)), default=stored_genres,
+        key=f"genres:{cid or 'new'}", placeholder="no genres",
+        help="the movie genres the reply should sound like",
+        **({"on_change": _save_genres, "args": (engine, cid)} if current else {}),
+    )
+
+
+# --- the sidebar ---------------------------------------------------------------------------
+
+
+def _rename(engine: ChatEngine, conversation_id: int) -> None:
+    try:
+        engine.rename(conversation_id, st.session_state[f"title:{conversation_id}"])
+    except (EngineError, StoreError) as exc:
+        flash("error", f"Not renamed: {exc}")
+
+
+def _delete(engine: ChatEngine, conversation_id: int) -> None:
+    try:
+        engine.delete(conversation_id)
+        flash("success", f"Deleted conversation #{conversation_id}.")
+    except StoreError as exc:
+        flash("error", f"Not deleted: {exc}")
+    open_conversation(None)
+
+
+def sidebar(engine: ChatEngine, config: PageConfig, current: Conversation | None) -> None:
+    st.title(":material/movie: moviechat")
+    st.button("New conversation", icon=":material/add:", width="stretch", on_click=open_conversation, args=(None,))
+    query = st.text_input("Search", key="search", placeholder="title or words said",
+                          label_visibility="collapsed", icon=":material/search:").strip()
+    conversations = engine.list_conversations(query=query or None, limit=LIST_LIMIT + 1)
+    for c in conversations[:LIST_LIMIT]:
+        st.button(
+            text_to_markdown(c.title or f"Untitled #{c.id}"), key=f"open:{c.id}", width="stretch",
+            type="secondary" if current and c.id == current.id else "tertiary",
+            help=text_to_markdown(f"#{c.id} · {c.message_count} messages · updated {short_time(c.updated_at)}"),
+            on_click=open_conversation, args=(c.id,),
+        )
+    if not conversations:
+        st.caption(text_to_markdown(f"Nothing matches “{query}”.") if query else "No saved conversations yet.")
+    elif len(conversations) > LIST_LIMIT:
+        st.caption(f"The {LIST_LIMIT} most recent; search to find older ones.")
+
+    if current:
+        with st.expander("This conversation"):
+            key = f"title:{current.id}"
+            st.text_input("Title", value=current.title, key=key, max_chars=200)
+            st.button("Rename", on_click=_rename, args=(engine, current.id))
+            if not st.session_state.get("confirm_delete"):
+                st.button("Delete…", icon=":material/delete:",
+                          on_click=lambda: st.session_state.update(confirm_delete=True))
+            else:
+                st.warning("Delete this conversation for good?")
+                yes, no = st.columns(2)
+                yes.button("Delete", type="primary", on_click=_delete, args=(engine, current.id))
+                no.button("Keep", on_click=lambda: st.session_state.update(confirm_delete=False))
+    settings_panel(engine, current)
+    model = engine.load().name if engine.model_loaded else config.model_spec
+    st.caption(text_to_markdown(f"model: {model}\ndatabase: {config.db_path}"))
+
+
+# --- messages ------------------------------------------------------------------------------
+
+
+def short_time(iso: str) -> str:
+    return iso.replace("T", " ")[:19] + " UTC"
+
+
+def message_caption(m: Message, details: bool) -> str:
+    parts = [f"#{m.position + 1}", short_time(m.created_at)] if details else []
+    if details and m.role != USER:
+        parts += [m.model or "model unknown"]
+        if m.token_count:
+            parts.append(f"{m.token_count} tokens")
+        if m.latency_ms:
+            parts.append(f"{m.latency_ms / 1000:.1f} s")
+    if m.status != "complete":
+        parts.append(m.status)
+    elif m.role != USER and m.token_count and m.token_count >= (m.settings or {}).get("max_new_tokens", 0) > 0:
+        parts.append("cut at max new tokens")  # why it ends mid-sentence, and what to raise
+    return " · ".join(parts)
+
+
+def settings_line(settings: dict) -> str:
+    s = GenerationSettings.from_dict(settings)
+    return (f"temperature {s.temperature:g} · top-p {s.top_p:g} · top-k {s.top_k} · repetition penalty "
+            f"{s.repetition_penalty:g} · no-repeat n-gram {s.no_repeat_ngram_size} · max new tokens "
+            f"{s.max_new_tokens} · seed {'random' if s.seed is None else s.seed}")
+
+
+def show_message(m: Message, details: bool = False) -> None:
+    with st.chat_message("user" if m.role == USER else "assistant"):
+        if m.text:
+            st.text(m.text)  # plain text: no Markdown, no HTML, nothing to escape
+        else:
+            st.caption("(no text)")
+        caption = message_caption(m, details)
+        if caption:
+            st.caption(text_to_markdown(caption))
+        if details and m.role != USER and m.settings:
+            st.caption(text_to_markdown(settings_line(m.settings)))
+
+
+# --- the main area -------------------------------------------------------------------------
+
+
+def ensure_model(engine: ChatEngine, config: PageConfig) -> str | None:
+    """Load the model (once per process); show and return the error if it can't be loaded."""
+    try:
+        if engine.model_loaded:
+            engine.load()
+        else:
+            with st.spinner(f"Loading the model {config.model_spec}… (the first time takes a while)"):
+                engine.load()
+        return None
+    except ModelLoadError as exc:
+        st.error(text_to_markdown(f"The model can't be loaded: {exc}"), icon=":material/error:")
+        st.caption("Saved conversations can still be read and replayed.")
+        st.button("Try loading again", on_click=forget_model_error, args=(config.model_spec,))
+        return str(exc)
+
+
+def header(engine: ChatEngine, current: Conversation) -> str:
+    """Title, details, view switch and downloads; returns the view ("Chat" or "Replay")."""
+    st.subheader(text_to_markdown(current.title or f"Untitled #{current.id}"), anchor=False)
+    genres = ", ".join((current.conditioning or {}).get("genres") or []) or "no genres"
+    st.caption(text_to_markdown(f"#{current.id} · {current.message_count} messages · started "
+                                f"{short_time(current.created_at)} · {current.model_spec} · {genres}"))
+    view_col, md_col, json_col = st.columns([2, 1, 1], vertical_alignment="center")
+    view = view_col.radio("View", ["Chat", "Replay"], key="view", horizontal=True, label_visibility="collapsed")
+    stem = f"moviechat-{current.id}"
+    md_col.download_button("Markdown", engine.export(current.id, "md"), f"{stem}.md", "text/markdown",
+                           icon=":material/download:", on_click="ignore", width="stretch")
+    json_col.download_button("JSON", engine.export(current.id, "json"), f"{stem}.json", "application/json",
+                             icon=":material/download:", on_click="ignore", width="stretch")
+    return view
+
+
+def replay(engine: ChatEngine, current: Conversation) -> None:
+    messages = engine.messages(current.id)
+    if not messages:
+        st.info("Nothing to replay yet: this conversation has no messages.")
+        return
+    shown = len(messages)
+    if shown > 1:
+        shown = st.slider("Turn", 1, len(messages), len(messages), help="step through the conversation")
+    for m in messages[:shown]:
+        show_message(m, details=True)
+
+
+def reply_to(engine: ChatEngine, current: Conversation | None, text: str) -> None:
+    """Send `text` and stream the reply; then rerun so the page shows the stored state."""
+    if not text.strip():
+        return  # empty input is ignored
+    try:
+        if current is None:
+            settings = settings_from_widgets(engine.settings, None)
+            current = engine.new_conversation(settings=settings, genres=st.session_state.get("genres:new"))
+            open_conversation(current.id)
+        reply = engine.send(current.id, text)
+    except (EngineError, SettingsError) as exc:
+        st.warning(text_to_markdown(str(exc)))
+        return
+    except StoreError as exc:
+        st.error(text_to_markdown(f"Not sent: {exc}"))
+        return
+    show_message(reply.user_message)
+    with st.chat_message("assistant"):
+        pieces = iter(reply)
+        try:
+            st.write_stream(markdown_pieces(pieces))
+        except Exception as exc:  # the user message is stored; the page goes on
+            flash("error", f"The reply failed: {reply.error or exc}")
+        finally:
+            pieces.close()  # on Stop or a closed tab: the engine marks the reply cancelled
+    for notice in reply.notices:
+        flash("info", notice)
+    st.rerun()
+
+
+def main() -> None:
+    config = page_config()
+    try:
+        engine, notice = shared_engine(config)
+    except StoreError as exc:
+        st.error(text_to_markdown(f"Can't open the conversation database: {exc}"), icon=":material/error:")
+        return
+    if notice:
+        flash("warning", notice)
+    current = current_conversation(engine)
+    with st.sidebar:
+        sidebar(engine, config, current)
+    show_flashes()
+    model_error = ensure_model(engine, config)
+    view = header(engine, current) if current else "Chat"
+    if view == "Replay":
+        replay(engine, current)
+        return
+    if current is None:
+        st.subheader("New conversation", anchor=False)
+        st.caption("Talk with characters from 600 films. Say something below to start a conversation; "
+                   "saved conversations (from here or the terminal app) are in the sidebar.")
+    for m in engine.messages(current.id) if current else []:
+        show_message(m)
+    text = st.chat_input("Say something…", disabled=model_error is not None, submit_mode="stop")
+    if text is not None and model_error is None:
+        reply_to(engine, current, text)
+
+
+st.set_page_config(page_title="moviechat", page_icon=":material/movie:", layout="centered")
+try:
+    main()
+except StoreError as exc:  # e.g. the database locked by another program beyond the busy timeout
+    st.error(text_to_markdown(f"Database problem: {exc}"), icon=":material/error:")
