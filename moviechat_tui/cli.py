@@ -270,6 +270,7 @@ def cmd_web(args) -> int:
         sys.executable, "-m", "streamlit", "run", str(app),
         "--server.port", str(args.port), "--server.address", args.host,
         "--server.headless", "true", "--browser.gatherUsageStats", "false",
+        "--server.fileWatcherType", "none", "--client.toolbarMode", "minimal",  # a server, not a dev loop
         "--", "--model", getattr(args, "model", "default"), "--db", str(_db_path(args)),
     ]
     err.print(f"moviechat web page on http://{args.host}:{args.port} (Ctrl-C stops it)")
