@@ -1,4 +1,4 @@
-"""The fast CPU path: the model converted once to CTranslate2 int8, then streamed from it.
+"""The fast CPU path: the model converted once to CTranslate2, then streamed from it.
 
 `load_model` asks `choose_backend` whether to use it (on CPU, when ctranslate2 is
 installed, unless MOVIECHAT_BACKEND=transformers), then `find_converted` for a
@@ -7,6 +7,11 @@ in memory, so merged LoRA adapters convert as they are used). Conversions live
 in cache_dir()/ctranslate2/, keyed by a fingerprint of the model's files and
 the converter version, so a retrained or replaced model is converted again and
 a read-only package directory is never written to.
+
+The quality guard: a conversion is int8 only if that raises the perplexity of a
+fixed set of replies (CALIBRATION) by at most QUALITY_LIMIT_PCT over the model in
+memory; otherwise it is float32, exact and faster than transformers by less.
+MOVIECHAT_FAST_COMPUTE=int8|float32 overrides the choice.
 
 `FastModel.generate` decodes with the same knobs and rules as the transformers
 path in generation.py: penalties count the reply's tokens, the end-of-turn token
@@ -35,8 +40,10 @@ BACKEND_ENV = "MOVIECHAT_BACKEND"
 THREADS_ENV = "MOVIECHAT_THREADS"  # e.g. 1 on a machine shared with other heavy jobs
 AUTO, TRANSFORMERS, CTRANSLATE2 = "auto", "transformers", "ctranslate2"
 BACKENDS = (AUTO, TRANSFORMERS, CTRANSLATE2)
-COMPUTE_TYPE = "int8"  # int8 weights and matmuls, float32 elsewhere (CPU's int8 == int8_float32)
-FORMAT_VERSION = 1  # bump when what is stored next to a conversion changes
+COMPUTE_ENV = "MOVIECHAT_FAST_COMPUTE"  # "auto" (default), "int8" or "float32"
+COMPUTE_TYPES = ("int8", "float32")  # int8: weights and matmuls (4x less memory traffic); float32: exact
+QUALITY_LIMIT_PCT = 2.0  # "auto" keeps int8 only while it raises reply perplexity by at most this much
+FORMAT_VERSION = 2  # bump when what is stored next to a conversion changes
 METADATA = "moviechat_fast.json"
 UNSUPPORTED = "unsupported.txt"  # left where a conversion failed, so it isn't retried every launch
 WHOLE_FILE_LIMIT = 64 << 20  # files up to this size are hashed whole; bigger ones by size, mtime, head and tail
@@ -71,6 +78,13 @@ def choose_backend(requested: str | None, device: str) -> tuple[str, str]:
     return CTRANSLATE2, ""
 
 
+def compute_choice() -> str:
+    choice = (os.environ.get(COMPUTE_ENV) or "auto").strip().lower()
+    if choice not in ("auto", *COMPUTE_TYPES):
+        raise FastPathError(f"unknown {COMPUTE_ENV} {choice!r}; use auto, int8 or float32")
+    return choice
+
+
 def insisted(requested: str | None) -> bool:
     """Whether the fast path was asked for by name (so falling back would be wrong)."""
     return (requested or os.environ.get(BACKEND_ENV) or "").strip().lower() == CTRANSLATE2
@@ -98,7 +112,7 @@ def fingerprint(files: Iterable[Path]) -> str:
     """A key that changes when any of the model's files, or the converter, changes."""
     import ctranslate2
 
-    digest = hashlib.sha256(f"{FORMAT_VERSION}:{ctranslate2.__version__}:{COMPUTE_TYPE}".encode())
+    digest = hashlib.sha256(f"{FORMAT_VERSION}:{ctranslate2.__version__}:{compute_choice()}".encode())
     for path in sorted({Path(p).resolve() for p in files}):
         digest.update(f"{path.name}:{_file_digest(path)}\n".encode())
     return digest.hexdigest()[:20]
@@ -144,6 +158,28 @@ def convert(model, tokenizer, label: str, key: str, context_window: int) -> Path
 
 
 def _convert(model, tokenizer, target: Path, context_window: int) -> None:
+    """Convert to int8, keep it if the quality guard passes, else convert to float32 (exact)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    choice = compute_choice()
+    meta: dict = {"context_window": context_window}
+    for compute_type in COMPUTE_TYPES if choice == "auto" else (choice,):
+        shutil.rmtree(tmp, ignore_errors=True)
+        _convert_as(model, tokenizer, tmp, compute_type)
+        _check_vocabulary(tmp, tokenizer)
+        change = perplexity_change(tmp, compute_type, model, tokenizer)
+        meta.update(compute_type=compute_type)
+        meta[f"perplexity_change_pct_{compute_type}"] = change
+        if choice != "auto" or compute_type == "float32" or change <= QUALITY_LIMIT_PCT:
+            break
+    (tmp / METADATA).write_text(json.dumps(meta))
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _convert_as(model, tokenizer, out: Path, compute_type: str) -> None:
     import copy
 
     from ctranslate2.converters import TransformersConverter
@@ -159,9 +195,6 @@ def _convert(model, tokenizer, target: Path, context_window: int) -> None:
         def load_tokenizer(self, *args, **kwargs):
             return tokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     # A model rebuilt from a GGUF keeps the GGUF's quantization_config, but its weights are plain
     # float32: hide the note from the converter, which refuses GGUF-quantized weights.
     quantization = getattr(model.config, "quantization_config", None)
@@ -170,16 +203,56 @@ def _convert(model, tokenizer, target: Path, context_window: int) -> None:
             if quantization is not None:
                 model.config.quantization_config = None
             model.config.to_json_file(os.path.join(config_dir, "config.json"))
-            InMemory(config_dir).convert(str(tmp), quantization=COMPUTE_TYPE, force=True)
+            InMemory(config_dir).convert(str(out), quantization=compute_type, force=True)
         finally:
             if quantization is not None:
                 model.config.quantization_config = quantization
-    _check_vocabulary(tmp, tokenizer)
-    (tmp / METADATA).write_text(json.dumps({"context_window": context_window, "compute_type": COMPUTE_TYPE}))
-    try:
-        os.replace(tmp, target)
-    except OSError:  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# Short exchanges (written for this check) whose replies the quality guard scores.
+CALIBRATION = [
+    (["Are you coming or not?"], "Give me a minute. I can't find my keys."),
+    (["Who told you that?"], "Nobody had to. It's written all over your face."),
+    (["We should call the police.", "And tell them what?"], "That we found a body in the trunk of your car."),
+    (["I'm sorry about your father."], "Don't be. He was a terrible man."),
+    (["What are you doing up there?"], "Fixing the antenna. The game starts in ten minutes."),
+    (["Do you trust me?"], "I don't trust anybody. That's why I'm still alive."),
+    (["That's the worst idea I've ever heard."], "Have you got a better one?"),
+    (["Where did you learn to fight like that?"], "Six brothers. You learn fast or you don't eat."),
+    (["How long have you been standing there?"], "Long enough to hear all of it."),
+    (["It's beautiful out here."], "It is. I used to come here with my mother."),
+    (["Say something.", "What do you want me to say?"], "Anything. Just don't leave like this."),
+    (["Is this seat taken?"], "It is now. Sit down before the show starts."),
+]
+
+
+def perplexity_change(directory: Path, compute_type: str, model, tokenizer) -> float:
+    """How much the converted copy raises the perplexity of CALIBRATION's replies over the
+    transformers model in memory (percent, teacher-forced)."""
+    import math
+
+    import ctranslate2
+    import torch
+
+    from .dialogue import BOT, USER, Turn, format_for
+
+    fmt = format_for(tokenizer)
+    generator = ctranslate2.Generator(str(directory), device="cpu", compute_type=compute_type, intra_threads=threads())
+    nll_ref = nll_fast = 0.0
+    count = 0
+    for context, reply in CALIBRATION:
+        turns = [Turn(USER if (len(context) - 1 - i) % 2 == 0 else BOT, text) for i, text in enumerate(context)]
+        prompt = fmt.prompt_ids(turns)
+        ids = prompt + fmt.reply_ids(reply)
+        with torch.inference_mode():
+            logits = model(torch.tensor([ids], device=model.device)).logits[0, len(prompt) - 1:-1].float()
+        targets = torch.tensor(ids[len(prompt):], device=logits.device)
+        nll_ref -= torch.log_softmax(logits, -1).gather(1, targets[:, None]).sum().item()
+        scored = generator.score_batch([tokenizer.convert_ids_to_tokens(ids)])[0].log_probs
+        nll_fast -= sum(scored[len(prompt) - 1:])
+        count += len(targets)
+    del generator
+    return (math.exp((nll_fast - nll_ref) / count) - 1) * 100
 
 
 def _check_vocabulary(directory: Path, tokenizer) -> None:
@@ -199,10 +272,19 @@ class FastModel:
     directory: Path
     compute_type: str
     context_window: int
+    quality: dict  # perplexity_change_pct_<compute type> measured at conversion
 
     @property
     def name(self) -> str:
         return f"ctranslate2-{self.compute_type}"
+
+    @property
+    def note(self) -> str:
+        """Why a float32 copy, when int8 failed the quality guard."""
+        rejected = self.quality.get("perplexity_change_pct_int8")
+        if self.compute_type == "float32" and rejected is not None:
+            return f"int8 raised reply perplexity by {rejected:.1f}% (limit {QUALITY_LIMIT_PCT:g}%): float32 instead"
+        return ""
 
     def reseed(self, seed: int) -> None:
         """Make the next samples follow `seed`.
@@ -310,4 +392,5 @@ def _close_generators() -> None:
 def open_converted(directory: Path) -> FastModel:
     meta = json.loads((directory / METADATA).read_text())
     generator = _new_generator(directory, meta["compute_type"])
-    return FastModel(generator, directory, meta["compute_type"], int(meta["context_window"]))
+    quality = {k: v for k, v in meta.items() if k.startswith("perplexity_change_pct")}
+    return FastModel(generator, directory, meta["compute_type"], int(meta["context_window"]), quality)

@@ -86,7 +86,7 @@ class LoadedModel:
     # Generation uses the global torch RNG and a lot of memory: one reply at a time per model.
     generate_lock: threading.Lock = field(default_factory=threading.Lock)
     fast: object = None  # a fast.FastModel when replies come from the CTranslate2 copy
-    backend_note: str = ""  # why the fast path is not used, when it isn't
+    backend_note: str = ""  # why the fast path is not used (or not in int8), when it isn't
 
     @property
     def name(self) -> str:
@@ -95,7 +95,7 @@ class LoadedModel:
 
     @property
     def backend(self) -> str:
-        """What generates the replies: "ctranslate2-int8" or "transformers-fp32" (and so on)."""
+        """What generates the replies: "ctranslate2-int8", "ctranslate2-float32" or "transformers-fp32"."""
         if self.fast is not None:
             return self.fast.name
         return f"transformers-{_DTYPE_NAMES.get(str(getattr(self.model, 'dtype', '')), 'fp32')}"
@@ -366,7 +366,8 @@ def load_model(spec: str = DEFAULT_SPEC, *, device: str | None = None, backend: 
     """Resolve `spec` (see the module docstring) and load it in eval mode.
 
     `backend`: "auto" (the default, or $MOVIECHAT_BACKEND) generates on CPU from a CTranslate2
-    int8 copy of the model (converted once, cached), falling back to transformers when
+    copy of the model (converted once, cached; int8 when that passes fast.py's quality guard,
+    else float32), falling back to transformers when
     ctranslate2 is missing or can't convert the model; "transformers" forces the plain path;
     "ctranslate2" insists on the fast one. `loaded.backend` says which one is in use.
     """
@@ -411,7 +412,7 @@ def load_model(spec: str = DEFAULT_SPEC, *, device: str | None = None, backend: 
     if fast_model is None and fast.insisted(backend):
         raise ModelLoadError(f"the ctranslate2 backend was asked for, but {note}")
     return LoadedModel(model, tokenizer, format_for(tokenizer), spec, recipe.source, int(context), short,
-                       fast=fast_model, backend_note="" if fast_model else note)
+                       fast=fast_model, backend_note=fast_model.note if fast_model else note)
 
 
 def _open_warm(recipe: _Recipe, converted: Path, device: str, spec: str, short: str) -> LoadedModel | None:
@@ -428,7 +429,7 @@ def _open_warm(recipe: _Recipe, converted: Path, device: str, spec: str, short: 
         return model.to(device).eval()
 
     return LoadedModel(_Deferred(load_model_later), tokenizer, format_for(tokenizer), spec, recipe.source,
-                       fast_model.context_window, short, fast=fast_model)
+                       fast_model.context_window, short, fast=fast_model, backend_note=fast_model.note)
 
 
 def _ensure_pad(tokenizer):

@@ -179,3 +179,58 @@ def test_fingerprint_follows_content():
         assert fast.fingerprint([a]) == key
         a.write_text('{"n_layer": 2}')
         assert fast.fingerprint([a]) != key
+
+
+def test_int8_that_fails_the_quality_guard_becomes_float32(tiny_gpt2_dir, monkeypatch):
+    measured = []
+
+    def guard(directory, compute_type, model, tokenizer):
+        measured.append(compute_type)
+        return 5.0 if compute_type == "int8" else 0.0
+
+    monkeypatch.setattr(fast, "perplexity_change", guard)
+    loaded = load_model(str(tiny_gpt2_dir))
+    assert measured == ["int8", "float32"]
+    assert loaded.backend == "ctranslate2-float32" and "5.0%" in loaded.backend_note
+    again = load_model(str(tiny_gpt2_dir))  # the choice is cached with the conversion
+    assert again.backend == "ctranslate2-float32" and measured == ["int8", "float32"]
+    assert again.backend_note == loaded.backend_note
+
+
+def test_the_compute_type_can_be_forced(tiny_gpt2_dir, monkeypatch):
+    monkeypatch.setenv("MOVIECHAT_FAST_COMPUTE", "float32")
+    loaded = load_model(str(tiny_gpt2_dir))
+    assert loaded.backend == "ctranslate2-float32" and loaded.backend_note == ""
+    # float32 is exact: the same greedy reply as transformers.
+    prompt = loaded.format.prompt_ids([Turn(USER, "Where are you going?")])
+    plain = load_model(str(tiny_gpt2_dir), backend="transformers")
+    assert "".join(stream_reply(loaded, prompt, GREEDY)) == "".join(stream_reply(plain, prompt, GREEDY))
+
+
+def test_the_quality_guard_measures_the_copy_against_the_model(tiny_gpt2_dir, tmp_path, gpt2_tokenizer):
+    model = load_model(str(tiny_gpt2_dir), backend="transformers").model
+    exact = tmp_path / "exact"
+    fast._convert_as(model, gpt2_tokenizer, exact, "float32")
+    assert abs(fast.perplexity_change(exact, "float32", model, gpt2_tokenizer)) < 0.01
+    # A copy of some other model is caught.
+    other = load_model(str(_ranked_dir(tmp_path, gpt2_tokenizer)), backend="transformers").model
+    wrong = tmp_path / "wrong"
+    fast._convert_as(other, gpt2_tokenizer, wrong, "float32")
+    assert fast.perplexity_change(wrong, "float32", model, gpt2_tokenizer) > 100
+
+
+def _ranked_dir(tmp_path, tokenizer):
+    """A tiny GPT-2 that always says " A": nothing like the random one."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=64, n_layer=2, n_head=2))
+    with torch.no_grad():
+        model.transformer.ln_f.weight.zero_()
+        model.transformer.ln_f.bias.zero_()
+        model.transformer.ln_f.bias[0] = 1.0
+        model.transformer.wte.weight[:, 0] = 0.0
+        model.transformer.wte.weight[tokenizer.encode(" A")[0], 0] = 20.0
+    path = tmp_path / "ranked"
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
