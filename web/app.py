@@ -343,7 +343,8 @@ def main() -> None:
                    "saved conversations (from here or the terminal app) are in the sidebar.")
     for m in engine.messages(current.id) if current else []:
         show_message(m)
-    text = st.chat_input("Say something…", disabled=model_error is not None, submit_mode="stop")
+    text = st.chat_input("Chat is off until the model loads" if model_error else "Say something…",
+                         disabled=model_error is not None, submit_mode="stop")
     if text is not None and model_error is None:
         reply_to(engine, current, text)
 
