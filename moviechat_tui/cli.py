@@ -261,8 +261,6 @@ def cmd_models(args) -> int:
 
 
 def cmd_web(args) -> int:
-    import subprocess
-
     app = Path(__file__).resolve().parent.parent / "web" / "app.py"
     if not app.is_file():
         raise CliError(f"the web page is missing ({app}); reinstall moviechat")
@@ -274,10 +272,10 @@ def cmd_web(args) -> int:
         "--", "--model", getattr(args, "model", "default"), "--db", str(_db_path(args)),
     ]
     err.print(f"moviechat web page on http://{args.host}:{args.port} (Ctrl-C stops it)")
-    try:
-        return subprocess.call(command)
-    except KeyboardInterrupt:
-        return 0
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Become the server: a signal to this process (Ctrl-C, SIGTERM) then reaches Streamlit itself.
+    os.execv(sys.executable, command)
 
 
 def _run_app(args, replay: int | None = None) -> int:

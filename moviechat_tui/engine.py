@@ -292,7 +292,7 @@ def export_json(conversation: Conversation, messages: list[Message]) -> str:
 def export_markdown(conversation: Conversation, messages: list[Message]) -> str:
     genres = ", ".join((conversation.conditioning or {}).get("genres") or []) or "none"
     lines = [
-        f"# {conversation.title or 'Untitled conversation'}",
+        f"# {_escape_markdown(conversation.title) if conversation.title else 'Untitled conversation'}",
         "",
         f"- conversation: {conversation.id}",
         f"- created: {conversation.created_at}",

@@ -162,6 +162,7 @@ def test_export_markdown_and_json(engine):
     conversation = engine.new_conversation(genres=["Comedy", " horror "])
     engine.send(conversation.id, "# not a heading <script>alert(1)</script>").consume()
     md = engine.export(conversation.id, "md")
+    assert md.startswith("# \\# not a heading \\<script\\>")  # the title is escaped too
     assert "> \\# not a heading \\<script\\>alert(1)\\</script\\>" in md
     assert "genres: comedy, horror" in md
     data = json.loads(engine.export(conversation.id, "json"))
