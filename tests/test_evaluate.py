@@ -270,3 +270,14 @@ def test_eval_command_bad_input(tiny_gpt2_dir, tmp_path, capsys, args, message):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_default_report_path(tmp_path):
+    from trainer.evaluate import default_report_path
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "moviechat_run.json").write_text("{}")
+    assert default_report_path(str(run), {"split": "test", "model_source": str(run)}) == run / "eval-test.md"
+    plain = default_report_path("smollm2-135m", {"split": "validation", "model_source": "/cache/smollm2"})
+    assert plain == Path("eval-smollm2-135m-validation.md")
