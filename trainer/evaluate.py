@@ -460,9 +460,13 @@ def _cell(key: str, value) -> str:
     return f"{value:.2f}" if key == "mean_words" else f"{value:.3f}"
 
 
+def _split_words(split: str) -> str:
+    return "all splits" if split == "all" else f"the {split} split"
+
+
 def summary_lines(result: dict) -> list[str]:
     lines = [
-        f"model {result['model']} on the {result['split']} split of {result['corpus']} "
+        f"model {result['model']} on {_split_words(result['split'])} of {result['corpus']} "
         f"({'with' if result['genres'] else 'without'} genre conditioning)",
         f"perplexity over reply tokens: {result['perplexity']:.2f} "
         f"({result['examples']:,} exchanges, {result['reply_tokens']:,} reply tokens)",
