@@ -43,7 +43,7 @@ BACKENDS = (AUTO, TRANSFORMERS, CTRANSLATE2)
 COMPUTE_ENV = "MOVIECHAT_FAST_COMPUTE"  # "auto" (default), "int8" or "float32"
 COMPUTE_TYPES = ("int8", "float32")  # int8: weights and matmuls (4x less memory traffic); float32: exact
 QUALITY_LIMIT_PCT = 2.0  # "auto" keeps int8 only while it raises reply perplexity by at most this much
-FORMAT_VERSION = 2  # bump when what is stored next to a conversion changes
+FORMAT_VERSION = 3  # bump when what is stored next to a conversion changes
 METADATA = "moviechat_fast.json"
 UNSUPPORTED = "unsupported.txt"  # left where a conversion failed, so it isn't retried every launch
 WHOLE_FILE_LIMIT = 64 << 20  # files up to this size are hashed whole; bigger ones by size, mtime, head and tail
@@ -209,7 +209,8 @@ def _convert_as(model, tokenizer, out: Path, compute_type: str) -> None:
                 model.config.quantization_config = quantization
 
 
-# Short exchanges (written for this check) whose replies the quality guard scores.
+# Short exchanges (written for this check) whose replies the quality guard scores; bench/inference.py
+# reports the same measure on the same set.
 CALIBRATION = [
     (["Are you coming or not?"], "Give me a minute. I can't find my keys."),
     (["Who told you that?"], "Nobody had to. It's written all over your face."),
@@ -223,6 +224,22 @@ CALIBRATION = [
     (["It's beautiful out here."], "It is. I used to come here with my mother."),
     (["Say something.", "What do you want me to say?"], "Anything. Just don't leave like this."),
     (["Is this seat taken?"], "It is now. Sit down before the show starts."),
+    (["Where are you going?"], "Out. Don't wait up."),
+    (["Did you see the game last night?"], "I fell asleep before halftime."),
+    (["I think we're lost.", "We're not lost. I know exactly where we are."], "Then where are we?"),
+    (["Can you keep a secret?"], "Depends on the secret."),
+    (["What happened to your face?"], "I walked into a door. Twice."),
+    (["The captain wants to see you.", "Now?"], "Right now. He didn't sound happy."),
+    (["You said you'd call."], "I know. I'm sorry. Things got complicated."),
+    (["Is it safe?", "Nothing is safe anymore."], "Then why are we still here?"),
+    (["How much do I owe you?"], "Forget it. This one's on the house."),
+    (["We have to go back for him."], "There's no time. The bridge is going to blow."),
+    (["Do you love her?"], "More than I ever thought I could."),
+    (["I've never seen anything like it."], "Nobody has. That's what scares me."),
+    (["Why did you lie to me?", "I didn't lie. I just didn't tell you everything."], "That's the same thing."),
+    (["Welcome to the team, kid."], "Thanks. I won't let you down."),
+    (["What's the plan?"], "We wait until dark, then we go in through the roof."),
+    (["Have you ever been to Paris?"], "Once. It rained the whole time."),
 ]
 
 
@@ -266,7 +283,7 @@ def _check_vocabulary(directory: Path, tokenizer) -> None:
 # --- generating ------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)  # hashable by identity, for the set of open models
 class FastModel:
     generator: object  # ctranslate2.Generator
     directory: Path
@@ -367,30 +384,30 @@ def threads() -> int:
         return os.cpu_count() or 0
 
 
-_generators: list = []  # every generator opened, closed at exit (see _close_generators)
+_open_models: "weakref.WeakSet[FastModel]" = weakref.WeakSet()  # closed at exit (see _close_all)
 
 
 def _new_generator(directory: Path, compute_type: str):
     import ctranslate2
 
-    generator = ctranslate2.Generator(str(directory), device="cpu", compute_type=compute_type, intra_threads=threads())
-    if not _generators:
-        atexit.register(_close_generators)
-    _generators.append(weakref.ref(generator))
-    return generator
+    return ctranslate2.Generator(str(directory), device="cpu", compute_type=compute_type, intra_threads=threads())
 
 
-def _close_generators() -> None:
-    """Stop CTranslate2's worker threads while Python still runs: left to interpreter teardown,
-    they sometimes abort the process ("terminate called without an active exception")."""
-    for ref in _generators:
-        generator = ref()
-        if generator is not None:
-            generator.unload_model()
+def _close_all() -> None:
+    """Free the generators while Python still runs. A CTranslate2 worker thread that releases a
+    finished reply's callback needs the GIL; during interpreter teardown that kills the thread
+    inside C++ code, which aborts the process ("terminate called without an active exception")."""
+    for model in list(_open_models):
+        model.generator = None
+
+
+atexit.register(_close_all)
 
 
 def open_converted(directory: Path) -> FastModel:
     meta = json.loads((directory / METADATA).read_text())
     generator = _new_generator(directory, meta["compute_type"])
     quality = {k: v for k, v in meta.items() if k.startswith("perplexity_change_pct")}
-    return FastModel(generator, directory, meta["compute_type"], int(meta["context_window"]), quality)
+    model = FastModel(generator, directory, meta["compute_type"], int(meta["context_window"]), quality)
+    _open_models.add(model)
+    return model

@@ -1,0 +1,575 @@
+"""Inference benchmark: the engine's default path against plain transformers `generate`.
+
+    python bench/inference.py                                  # the default model, a text report
+    python bench/inference.py --model smollm2-135m --json      # one JSON document on stdout
+    python bench/inference.py --save bench/results.json --chart docs/inference.png
+
+For histories of 1, 5, 10 and 20 turns, batch 1, the same prompt ids and greedy decoding:
+  (a) baseline: transformers `generate`, fp32, KV cache on (load_model(spec, backend="transformers").model)
+  (b) default: what the chat engine runs (load_model(spec) + stream_reply, streaming included)
+Both decode exactly --new-tokens tokens (the end of turn is ignored so lengths match), runs of
+(a) and (b) alternate so background load hits both alike; medians and the ratios (b)/(a) are
+reported. Also: model load time and resident memory (fresh processes, warm cache), launch to
+first reply of `moviechat-tui chat`, the quality guard (perplexity of reference replies and
+next-token agreement, fast vs fp32, on a fixed prompt set) and where the fast path's time goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from moviechat_tui.dialogue import BOT, USER, Turn  # noqa: E402
+
+TARGETS = {"decode_speed_ratio": 5.0, "ttft_ms_10_turns": 150.0, "first_reply_s": 5.0, "quality_loss_pct": 2.0}
+
+# A 20-line scene (written for this benchmark); a history of k turns is its last k lines, the
+# newest always the user's.
+SCENE = [
+    "You're late. The boat leaves at midnight.",
+    "I had to lose a tail on the way over.",
+    "A tail? Who else knows about tonight?",
+    "Nobody, if you kept your mouth shut like I told you.",
+    "I didn't tell a soul. Not even my sister.",
+    "Then somebody's been reading your mail.",
+    "Forget the mail. What do we do about the money?",
+    "We split it three ways, same as we agreed.",
+    "Frankie thinks he deserves half.",
+    "Frankie thinks a lot of things. Most of them wrong.",
+    "He's got a gun, and he's not shy about it.",
+    "Neither am I. Hand me the map.",
+    "It's in the car. Under the seat.",
+    "You left it in the car? With the windows down?",
+    "It was hot! How was I supposed to know?",
+    "Go get it. Now. And don't run, walk.",
+    "What if the cops are still out there?",
+    "Then you smile and tell them you lost your dog.",
+    "I don't have a dog.",
+    "Tonight you do. Now move, before I change my mind about you.",
+]
+
+@dataclass
+class BenchConfig:
+    model: str = "default"
+    turns: tuple[int, ...] = (1, 5, 10, 20)
+    runs: int = 5
+    new_tokens: int = 32
+    load_runs: int = 3
+    launch_runs: int = 3
+    quality: bool = True
+    processes: bool = True  # load probes and chat launches in fresh processes
+    threads: int | None = None  # CPU threads for both paths (None: torch's default and all usable cores)
+
+
+def history(turns: int) -> list[Turn]:
+    lines = SCENE[-turns:]
+    return [Turn(USER if (len(lines) - 1 - i) % 2 == 0 else BOT, text) for i, text in enumerate(lines)]
+
+
+def machine() -> dict:
+    import ctranslate2
+    import torch
+    import transformers
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    mem = next((int(line.split()[1]) // 1024 for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal")), None) if Path("/proc/meminfo").exists() else None
+    from moviechat_tui import fast
+
+    return {
+        "cpu": cpu, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)), "memory_mb": mem,
+        "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+        "ctranslate2": ctranslate2.__version__, "torch_threads": torch.get_num_threads(),
+        "ctranslate2_threads": fast.threads(), "load_average_start": list(os.getloadavg()),
+    }
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+# --- (a) and (b) on one prompt ------------------------------------------------------
+
+
+class _FixedLengthFormat:
+    """The model's format with an end-of-turn id it won't produce: every run decodes the full length."""
+
+    def __init__(self, fmt, never_id: int) -> None:
+        self._fmt, self.end_of_turn_id = fmt, never_id
+
+    def __getattr__(self, name):
+        return getattr(self._fmt, name)
+
+
+def never_id(tokenizer) -> int:
+    """A rare ordinary token (the last BPE merges) to stand in for the end of turn."""
+    special = set(tokenizer.all_special_ids)
+    return next(i for i in range(len(tokenizer) - 1, 0, -1) if i not in special)
+
+
+def baseline_run(model, prompt_ids: list[int], n: int, stop_id: int) -> dict:
+    import torch
+    from transformers.generation.streamers import BaseStreamer
+
+    class FirstToken(BaseStreamer):
+        first = None
+        calls = 0
+
+        def put(self, value):
+            self.calls += 1
+            if self.calls == 2:  # the first call carries the prompt
+                self.first = time.perf_counter()
+
+        def end(self):
+            pass
+
+    streamer = FirstToken()
+    input_ids = torch.tensor([prompt_ids])
+    started = time.perf_counter()
+    with torch.inference_mode():
+        out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False, use_cache=True,
+                             max_new_tokens=n, min_new_tokens=n, eos_token_id=stop_id, pad_token_id=stop_id,
+                             streamer=streamer)
+    ended = time.perf_counter()
+    new = out.shape[1] - len(prompt_ids)
+    return _timing(new, streamer.first - started, ended - started)
+
+
+def engine_run(view, prompt_ids: list[int], n: int) -> dict:
+    from moviechat_tui.generation import GenerationSettings, stream_reply
+
+    settings = GenerationSettings(temperature=0, repetition_penalty=1.0, no_repeat_ngram_size=0, max_new_tokens=n)
+    stream = stream_reply(view, prompt_ids, settings)
+    for _ in stream:
+        pass
+    return _timing(stream.stats.new_tokens, stream.stats.first_token_seconds, stream.stats.seconds)
+
+
+def _timing(new_tokens: int, first: float, total: float) -> dict:
+    decode = (new_tokens - 1) / (total - first) if new_tokens > 1 and total > first else None
+    return {"new_tokens": new_tokens, "ttft_ms": first * 1000, "total_ms": total * 1000, "decode_tok_s": decode}
+
+
+def fixed_length_view(loaded):
+    view = copy.copy(loaded)  # shares the model, the fast copy and the generate lock
+    view.format = _FixedLengthFormat(loaded.format, never_id(loaded.tokenizer))
+    return view
+
+
+def cpu_timed(fn) -> tuple[dict, float]:
+    """`fn()` and the CPU milliseconds this process spent on it (all its threads)."""
+    started = time.process_time()
+    result = fn()
+    return result, (time.process_time() - started) * 1000
+
+
+def speed(baseline, default, config: BenchConfig, log) -> list[dict]:
+    view = fixed_length_view(default)
+    stop, n = never_id(default.tokenizer), config.new_tokens
+    settings = []
+    for turns in config.turns:
+        prompt = default.format.prompt_ids(history(turns))
+        assert prompt == baseline.format.prompt_ids(history(turns)), "both paths must see the same prompt ids"
+        baseline_run(baseline.model, prompt, 4, stop)  # warm-up
+        engine_run(view, prompt, 4)
+        a_runs, b_runs = [], []
+        for _ in range(config.runs):
+            # A 1-token run measures the CPU time of the first token; an n-token run the rest. With one
+            # thread, CPU time is what the run costs on an idle core, whatever else the machine is doing.
+            for runs, one in ((a_runs, lambda k: baseline_run(baseline.model, prompt, k, stop)),
+                              (b_runs, lambda k: engine_run(view, prompt, k))):
+                first_cpu = cpu_timed(lambda: one(1))[1]
+                timing, total_cpu = cpu_timed(lambda: one(n))
+                timing["cpu_ttft_ms"] = first_cpu
+                timing["cpu_decode_tok_s"] = (n - 1) / ((total_cpu - first_cpu) / 1000) if total_cpu > first_cpu else None
+                runs.append(timing)
+        a, b = _summary(a_runs), _summary(b_runs)
+        setting = {
+            "turns": turns, "prompt_tokens": len(prompt), "new_tokens": n,
+            "baseline": a, "default": b,
+            "decode_speed_ratio": _ratio(b["decode_tok_s"], a["decode_tok_s"]),
+            "ttft_ms": b["ttft_ms"], "baseline_ttft_ms": a["ttft_ms"], "ttft_ratio": _ratio(b["ttft_ms"], a["ttft_ms"]),
+            "cpu_decode_speed_ratio": _ratio(b["cpu_decode_tok_s"], a["cpu_decode_tok_s"]),
+            "cpu_ttft_ms": b["cpu_ttft_ms"], "baseline_cpu_ttft_ms": a["cpu_ttft_ms"],
+        }
+        log(f"{turns:>2} turns ({len(prompt)} prompt tokens): decode {a['decode_tok_s']:.1f} -> {b['decode_tok_s']:.1f} tok/s "
+            f"(x{setting['decode_speed_ratio']:.2f}), first token {a['ttft_ms']:.0f} -> {b['ttft_ms']:.0f} ms; "
+            f"CPU time: x{setting['cpu_decode_speed_ratio']:.2f}, first token {a['cpu_ttft_ms']:.0f} -> {b['cpu_ttft_ms']:.0f} ms")
+        settings.append(setting)
+    return settings
+
+
+def _baseline_runs(baseline, prompt, n, stop, runs):
+    return [baseline_run(baseline.model, prompt, n, stop) for _ in range(runs)]
+
+
+def _summary(runs: list[dict]) -> dict:
+    return {
+        "ttft_ms": median(r["ttft_ms"] for r in runs),
+        "decode_tok_s": median(r["decode_tok_s"] for r in runs),
+        "new_tokens": median(r["new_tokens"] for r in runs),
+        "cpu_ttft_ms": median(r.get("cpu_ttft_ms") for r in runs),
+        "cpu_decode_tok_s": median(r.get("cpu_decode_tok_s") for r in runs),
+        "runs": runs,
+    }
+
+
+def _ratio(b, a):
+    return b / a if a and b is not None else None
+
+
+def _cache_arg() -> str:
+    """The KV cache's keyword: `cache` in newer transformers, `past_key_values` before."""
+    import inspect
+
+    from transformers import LlamaForCausalLM
+
+    return "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
+
+
+# --- where the time goes ---------------------------------------------------------------
+
+
+def profile(baseline, default, config: BenchConfig, turns: int = 10) -> dict:
+    """The fast path's engine overhead (streaming, detokenizing, the worker thread) against raw
+    CTranslate2, and transformers `generate` against a bare forward loop with the KV cache."""
+    import torch
+
+    prompt = default.format.prompt_ids(history(turns))
+    stop, n = never_id(default.tokenizer), config.new_tokens
+    out: dict = {"turns": turns, "prompt_tokens": len(prompt)}
+    if default.fast is not None:
+        tokens = default.tokenizer.convert_ids_to_tokens(prompt)
+        raw = []
+        for _ in range(config.runs):
+            started, first, count = time.perf_counter(), None, 0
+            for _step in default.fast.generator.generate_tokens(tokens, max_length=n, min_length=n, end_token=[stop],
+                                                                 sampling_topk=1):
+                count += 1
+                first = first or time.perf_counter()
+            raw.append(_timing(count, first - started, time.perf_counter() - started))
+        engine = [engine_run(fixed_length_view(default), prompt, n) for _ in range(config.runs)]
+        out["ctranslate2_raw"] = _summary(raw)
+        out["ctranslate2_engine"] = _summary(engine)
+        raw_ms = 1000 / out["ctranslate2_raw"]["decode_tok_s"]
+        engine_ms = 1000 / out["ctranslate2_engine"]["decode_tok_s"]
+        out["engine_overhead_ms_per_token"] = engine_ms - raw_ms
+    cache_arg = _cache_arg()
+    forward = []
+    with torch.inference_mode():
+        model = baseline.model
+        for _ in range(config.runs):
+            started = time.perf_counter()
+            result = model(torch.tensor([prompt]), use_cache=True)
+            first = time.perf_counter()
+            for _step in range(n - 1):
+                token = result.logits[:, -1:].argmax(-1)
+                result = model(token, use_cache=True, **{cache_arg: getattr(result, cache_arg)})
+            forward.append(_timing(n, first - started, time.perf_counter() - started))
+    out["transformers_forward_loop"] = _summary(forward)
+    out["transformers_generate_overhead_ms_per_token"] = (
+        1000 / median(r["decode_tok_s"] for r in _baseline_runs(baseline, prompt, n, stop, config.runs))
+        - 1000 / out["transformers_forward_loop"]["decode_tok_s"])
+    return out
+
+
+# --- quality guard -------------------------------------------------------------------------
+
+
+def quality(baseline, default) -> dict:
+    """Fast vs fp32 on the quality guard's prompt set (fast.CALIBRATION): perplexity of the reference
+    replies, teacher-forced next-token agreement, and whether greedy replies come out the same."""
+    import numpy as np
+    import torch
+
+    from moviechat_tui.fast import CALIBRATION
+    from moviechat_tui.generation import GenerationSettings, stream_reply
+
+    if default.fast is None:
+        return {"skipped": f"the default path is {default.backend}: nothing to compare"}
+    fmt, tokenizer = default.format, default.tokenizer
+    nll_fp32 = nll_fast = 0.0
+    count = agree = 0
+    same_reply = 0
+    greedy = GenerationSettings(temperature=0, max_new_tokens=32)
+    for context, reference in CALIBRATION:
+        turns = [Turn(USER if (len(context) - 1 - i) % 2 == 0 else BOT, t) for i, t in enumerate(context)]
+        prompt = fmt.prompt_ids(turns)
+        ids = prompt + fmt.reply_ids(reference)
+        targets = torch.tensor(ids[len(prompt):])
+        with torch.inference_mode():
+            logits_fp32 = baseline.model(torch.tensor([ids])).logits[0, len(prompt) - 1:-1].float()
+        logits_fast = torch.from_numpy(np.asarray(default.fast.generator.forward_batch(
+            [tokenizer.convert_ids_to_tokens(ids)]))[0, len(prompt) - 1:-1].copy()).float()
+        nll_fp32 -= torch.log_softmax(logits_fp32, -1).gather(1, targets[:, None]).sum().item()
+        nll_fast -= torch.log_softmax(logits_fast, -1).gather(1, targets[:, None]).sum().item()
+        agree += (logits_fp32.argmax(-1) == logits_fast.argmax(-1)).sum().item()
+        count += len(targets)
+        replies = ["".join(stream_reply(m, prompt, greedy)) for m in (baseline, default)]
+        same_reply += replies[0] == replies[1]
+    ppl_fp32, ppl_fast = float(np.exp(nll_fp32 / count)), float(np.exp(nll_fast / count))
+    return {
+        "prompts": len(CALIBRATION), "reply_tokens": count, "compute_type": default.fast.compute_type,
+        "measured_at_conversion": default.fast.quality,
+        "perplexity_fp32": ppl_fp32, "perplexity_fast": ppl_fast,
+        "perplexity_change_pct": (ppl_fast / ppl_fp32 - 1) * 100,
+        "next_token_agreement": agree / count,
+        "greedy_replies_identical": same_reply / len(CALIBRATION),
+    }
+
+
+# --- fresh processes: load time, memory, launch to first reply ----------------------------------
+
+PROBE = r"""
+import json, sys, time
+t0 = time.perf_counter()
+from moviechat_tui.models import load_model
+from moviechat_tui.generation import GenerationSettings, stream_reply
+from moviechat_tui.dialogue import Turn
+t1 = time.perf_counter()
+loaded = load_model(sys.argv[1], backend=sys.argv[2])
+t2 = time.perf_counter()
+def rss(field):
+    return next(int(l.split()[1]) / 1024 for l in open("/proc/self/status") if l.startswith(field))
+after_load = rss("VmRSS:")
+stream = stream_reply(loaded, loaded.format.prompt_ids([Turn("user", "Hello there.")]),
+                      GenerationSettings(temperature=0, max_new_tokens=16))
+"".join(stream)
+print(json.dumps({"backend": loaded.backend, "import_s": t1 - t0, "load_s": t2 - t1, "rss_mb_after_load": after_load,
+                  "rss_mb_after_reply": rss("VmRSS:"), "peak_rss_mb": rss("VmHWM:"),
+                  "first_reply_ttft_ms": stream.stats.first_token_seconds * 1000}))
+"""
+
+
+def load_probes(spec: str, runs: int, log) -> dict:
+    results: dict[str, list] = {"transformers": [], "auto": []}
+    for _ in range(runs):
+        for backend in results:  # alternate, as above
+            done = subprocess.run([sys.executable, "-c", PROBE, spec, backend], capture_output=True, text=True,
+                                  cwd=ROOT, timeout=600)
+            lines = done.stdout.strip().splitlines()
+            if not lines or not lines[-1].startswith("{"):
+                raise SystemExit(f"error: load probe failed: {done.stderr.strip().splitlines()[-1:]}")
+            probe = json.loads(lines[-1])
+            if done.returncode != 0:  # measured, then failed on the way out: keep the figures, note the exit
+                probe["exit"] = f"{done.returncode}: {(done.stderr.strip().splitlines() or [''])[-1][:120]}"
+                log(f"note: a {backend} load probe exited with {probe['exit']}")
+            results[backend].append(probe)
+    summary = {}
+    for backend, probes in results.items():
+        name = "baseline" if backend == "transformers" else "default"
+        summary[name] = {key: median(p[key] for p in probes) for key in probes[0] if key not in ("backend", "exit")}
+        summary[name]["backend"] = probes[0]["backend"]
+        summary[name]["runs"] = probes
+        log(f"load ({probes[0]['backend']}): {summary[name]['load_s']:.2f} s after {summary[name]['import_s']:.2f} s "
+            f"of imports, {summary[name]['rss_mb_after_reply']:.0f} MB resident")
+    return summary
+
+
+def launch_to_first_reply(spec: str, runs: int, log) -> dict:
+    """`moviechat-tui chat` from launch to the first piece of its first reply, stdin piped, warm cache."""
+    times = []
+    for _ in range(runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            started = time.perf_counter()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "moviechat_tui.cli", "chat", "--model", spec, "--db", str(Path(tmp) / "b.db"),
+                 "--temperature", "0", "--max-new-tokens", "16"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=ROOT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            proc.stdin.write(b"Hello there.\n")
+            proc.stdin.close()
+            seen, first = b"", None
+            while True:
+                chunk = proc.stdout.read1(4096) if hasattr(proc.stdout, "read1") else proc.stdout.read(1)
+                if not chunk:
+                    break
+                seen += chunk
+                at = seen.find(b"Bot:")
+                if first is None and at >= 0 and seen[at + 4:].strip():
+                    first = time.perf_counter() - started
+            proc.wait()
+            times.append({"first_reply_s": first, "exit_s": time.perf_counter() - started})
+    result = {"first_reply_s": median(t["first_reply_s"] for t in times),
+              "exit_s": median(t["exit_s"] for t in times), "runs": times}
+    log(f"moviechat-tui chat: first reply {result['first_reply_s']:.2f} s after launch")
+    return result
+
+
+# --- the report ------------------------------------------------------------------------------------
+
+
+def run(config: BenchConfig, log=lambda message: None) -> dict:
+    from moviechat_tui.models import load_model
+
+    started = time.perf_counter()
+    report: dict = {"model": config.model, "config": asdict(config), "machine": machine()}
+    converted = time.perf_counter()
+    default = load_model(config.model)  # converts on the first run; later loads find the cache
+    report["first_load_s"] = time.perf_counter() - converted
+    baseline = load_model(config.model, backend="transformers")
+    report["resolved"] = default.name
+    report["default_backend"] = default.backend
+    log(f"model {default.name}: default path {default.backend}"
+        + (f" ({default.backend_note})" if default.backend_note else ""))
+    report["settings"] = speed(baseline, default, config, log)
+    report["profile"] = profile(baseline, default, config)
+    if config.quality:
+        report["quality"] = quality(baseline, default)
+        q = report["quality"]
+        if "perplexity_change_pct" in q:
+            log(f"quality: perplexity {q['perplexity_fp32']:.2f} -> {q['perplexity_fast']:.2f} "
+                f"({q['perplexity_change_pct']:+.2f}%), next-token agreement {q['next_token_agreement']:.1%}, "
+                f"identical greedy replies {q['greedy_replies_identical']:.0%}")
+    del baseline, default
+    if config.processes:
+        report["load"] = load_probes(config.model, config.load_runs, log)
+        report["launch"] = launch_to_first_reply(config.model, config.launch_runs, log)
+    report["machine"]["load_average_end"] = list(os.getloadavg())
+    report["targets"] = check_targets(report)
+    report["seconds"] = time.perf_counter() - started
+    return report
+
+
+def check_targets(report: dict) -> dict:
+    ratios = [s["decode_speed_ratio"] for s in report["settings"] if s["decode_speed_ratio"] is not None]
+    ten = next((s["ttft_ms"] for s in report["settings"] if s["turns"] == 10), None)
+    cpu_ratios = [s["cpu_decode_speed_ratio"] for s in report["settings"] if s.get("cpu_decode_speed_ratio")]
+    cpu_ten = next((s["cpu_ttft_ms"] for s in report["settings"] if s["turns"] == 10), None)
+    checks = {
+        "decode_speed_ratio_min": (min(ratios) if ratios else None, TARGETS["decode_speed_ratio"], ">="),
+        "ttft_ms_10_turns": (ten, TARGETS["ttft_ms_10_turns"], "<="),
+        "cpu_decode_speed_ratio_min": (min(cpu_ratios) if cpu_ratios else None, TARGETS["decode_speed_ratio"], ">="),
+        "cpu_ttft_ms_10_turns": (cpu_ten, TARGETS["ttft_ms_10_turns"], "<="),
+    }
+    if "launch" in report:
+        checks["first_reply_s"] = (report["launch"]["first_reply_s"], TARGETS["first_reply_s"], "<=")
+    if "perplexity_change_pct" in report.get("quality", {}):
+        checks["quality_loss_pct"] = (report["quality"]["perplexity_change_pct"], TARGETS["quality_loss_pct"], "<=")
+    out = {}
+    for name, (value, target, op) in checks.items():
+        met = None if value is None else (value >= target if op == ">=" else value <= target)
+        out[name] = {"value": value, "target": f"{op} {target:g}", "met": met}
+    return out
+
+
+def chart(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = report["settings"]
+    labels = [f"{s['turns']} turns\n({s['prompt_tokens']} tok)" for s in settings]
+    xs = list(range(len(settings)))
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+    panels = [
+        ("decode_tok_s", "decode_speed_ratio", "decode speed, wall clock (tokens/s)"),
+        ("ttft_ms", None, "time to first token, wall clock (ms)"),
+        ("cpu_decode_tok_s", "cpu_decode_speed_ratio", "decode speed per CPU second (tokens/s)"),
+        ("cpu_ttft_ms", None, "first token, CPU time (ms)"),
+    ]
+    for ax, (key, ratio, title) in zip(axes.flat, panels):
+        a = [s["baseline"][key] or 0 for s in settings]
+        b = [s["default"][key] or 0 for s in settings]
+        ax.bar([x - 0.2 for x in xs], a, 0.4, label="(a) transformers generate, fp32", color="#9aa5b1")
+        ax.bar([x + 0.2 for x in xs], b, 0.4, label=f"(b) default path: {report['default_backend']}", color="#2f80ed")
+        ax.set_xticks(xs, labels)
+        ax.set_title(title, fontsize=10)
+        if ratio:
+            for x, s in zip(xs, settings):
+                if s[ratio]:
+                    ax.annotate(f"x{s[ratio]:.1f}", (x + 0.2, s["default"][key]), ha="center", va="bottom", fontsize=8)
+        else:
+            ax.axhline(TARGETS["ttft_ms_10_turns"], color="#d64545", linestyle="--", linewidth=1, label="target: 150 ms")
+        ax.legend(fontsize=7, loc="lower right" if ratio else "upper left")
+    m = report["machine"]
+    threads = report["config"].get("threads") or "all usable"
+    fig.suptitle(f"{report['resolved']}: batch 1, greedy, {report['config']['new_tokens']} new tokens, medians of "
+                 f"{report['config']['runs']} runs; {m['usable_cores']} cores ({m['cpu']}), {threads} thread(s), "
+                 f"load average {m['load_average_start'][0]:.1f}", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="default", help="model spec (default: the shipped model)")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per setting and path (medians reported)")
+    parser.add_argument("--turns", default="1,5,10,20", help="history lengths, comma-separated")
+    parser.add_argument("--new-tokens", type=int, default=32, help="tokens each run decodes")
+    parser.add_argument("--load-runs", type=int, default=3, help="fresh-process loads per path")
+    parser.add_argument("--launch-runs", type=int, default=3, help="`moviechat-tui chat` launches")
+    parser.add_argument("--no-quality", action="store_true", help="skip the quality guard")
+    parser.add_argument("--no-processes", action="store_true", help="skip fresh-process load and launch timings")
+    parser.add_argument("--threads", type=int, help="CPU threads for both paths (default: all usable cores); "
+                        "on a machine busy with other jobs, 1 avoids thread-barrier stalls")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of the text report")
+    parser.add_argument("--save", type=Path, help="also write the JSON document here")
+    parser.add_argument("--chart", type=Path, help="write a PNG chart of the inference figures here")
+    parser.add_argument("--replot", type=Path, metavar="JSON", help="only redraw --chart from a saved report")
+    args = parser.parse_args(argv)
+    if args.replot:
+        if not args.chart:
+            print("error: --replot needs --chart PATH", file=sys.stderr)
+            return 2
+        chart(json.loads(args.replot.read_text()), args.chart)
+        return 0
+    try:
+        turns = tuple(int(t) for t in args.turns.split(","))
+    except ValueError:
+        print("error: --turns takes comma-separated numbers, e.g. 1,5,10,20", file=sys.stderr)
+        return 2
+    if not all(1 <= t <= len(SCENE) for t in turns) or args.runs < 1 or args.new_tokens < 2:
+        print(f"error: turns must be 1..{len(SCENE)}, --runs >= 1 and --new-tokens >= 2", file=sys.stderr)
+        return 2
+    config = BenchConfig(args.model, turns, args.runs, args.new_tokens, args.load_runs, args.launch_runs,
+                         not args.no_quality, not args.no_processes, args.threads)
+    if args.threads:  # before torch or ctranslate2 start their thread pools; the fresh processes inherit it
+        os.environ.update(OMP_NUM_THREADS=str(args.threads), MOVIECHAT_THREADS=str(args.threads))
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from moviechat_tui.models import ModelLoadError
+
+    log = (lambda message: print(message, file=sys.stderr, flush=True)) if args.json else print
+    try:
+        report = run(config, log)
+    except ModelLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.save:
+        args.save.parent.mkdir(parents=True, exist_ok=True)
+        args.save.write_text(json.dumps(report, indent=1) + "\n")
+    if args.chart:
+        chart(report, args.chart)
+    if args.json:
+        print(json.dumps(report))
+    else:
+        for name, check in report["targets"].items():
+            value = check["value"]
+            shown = "n/a" if value is None else f"{value:.2f}"
+            print(f"target {name}: {shown} (want {check['target']}): {'met' if check['met'] else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
