@@ -207,11 +207,21 @@ def speed(baseline, default, config: BenchConfig, log) -> list[dict]:
             "cpu_decode_speed_ratio": _ratio(b["cpu_decode_tok_s"], a["cpu_decode_tok_s"]),
             "cpu_ttft_ms": b["cpu_ttft_ms"], "baseline_cpu_ttft_ms": a["cpu_ttft_ms"],
         }
-        log(f"{turns:>2} turns ({len(prompt)} prompt tokens): decode {a['decode_tok_s']:.1f} -> {b['decode_tok_s']:.1f} tok/s "
-            f"(x{setting['decode_speed_ratio']:.2f}), first token {a['ttft_ms']:.0f} -> {b['ttft_ms']:.0f} ms; "
-            f"CPU time: x{setting['cpu_decode_speed_ratio']:.2f}, first token {a['cpu_ttft_ms']:.0f} -> {b['cpu_ttft_ms']:.0f} ms")
+        log(f"{turns:>2} turns ({len(prompt)} prompt tokens): decode {_f(a['decode_tok_s'])} -> {_f(b['decode_tok_s'])} "
+            f"tok/s (x{_f(setting['decode_speed_ratio'], '.2f')}), first token {_f(a['ttft_ms'], '.0f')} -> "
+            f"{_f(b['ttft_ms'], '.0f')} ms; CPU time: x{_f(setting['cpu_decode_speed_ratio'], '.2f')}, first token "
+            f"{_f(a['cpu_ttft_ms'], '.0f')} -> {_f(b['cpu_ttft_ms'], '.0f')} ms")
         settings.append(setting)
     return settings
+
+
+def _ms_per_token_gap(slow, fast):
+    """Milliseconds per token that the slower of two decode speeds adds."""
+    return 1000 / slow - 1000 / fast if slow and fast else None
+
+
+def _f(value, spec: str = ".1f") -> str:
+    return "n/a" if value is None else format(value, spec)
 
 
 def _baseline_runs(baseline, prompt, n, stop, runs):
@@ -266,9 +276,8 @@ def profile(baseline, default, config: BenchConfig, turns: int = 10) -> dict:
         engine = [engine_run(fixed_length_view(default), prompt, n) for _ in range(config.runs)]
         out["ctranslate2_raw"] = _summary(raw)
         out["ctranslate2_engine"] = _summary(engine)
-        raw_ms = 1000 / out["ctranslate2_raw"]["decode_tok_s"]
-        engine_ms = 1000 / out["ctranslate2_engine"]["decode_tok_s"]
-        out["engine_overhead_ms_per_token"] = engine_ms - raw_ms
+        out["engine_overhead_ms_per_token"] = _ms_per_token_gap(out["ctranslate2_engine"]["decode_tok_s"],
+                                                                 out["ctranslate2_raw"]["decode_tok_s"])
     cache_arg = _cache_arg()
     forward = []
     with torch.inference_mode():
@@ -282,9 +291,9 @@ def profile(baseline, default, config: BenchConfig, turns: int = 10) -> dict:
                 result = model(token, use_cache=True, **{cache_arg: getattr(result, cache_arg)})
             forward.append(_timing(n, first - started, time.perf_counter() - started))
     out["transformers_forward_loop"] = _summary(forward)
-    out["transformers_generate_overhead_ms_per_token"] = (
-        1000 / median(r["decode_tok_s"] for r in _baseline_runs(baseline, prompt, n, stop, config.runs))
-        - 1000 / out["transformers_forward_loop"]["decode_tok_s"])
+    out["transformers_generate_overhead_ms_per_token"] = _ms_per_token_gap(
+        median(r["decode_tok_s"] for r in _baseline_runs(baseline, prompt, n, stop, config.runs)),
+        out["transformers_forward_loop"]["decode_tok_s"])
     return out
 
 
@@ -408,7 +417,7 @@ def launch_to_first_reply(spec: str, runs: int, log) -> dict:
             times.append({"first_reply_s": first, "exit_s": time.perf_counter() - started})
     result = {"first_reply_s": median(t["first_reply_s"] for t in times),
               "exit_s": median(t["exit_s"] for t in times), "runs": times}
-    log(f"moviechat-tui chat: first reply {result['first_reply_s']:.2f} s after launch")
+    log(f"moviechat-tui chat: first reply {_f(result['first_reply_s'], '.2f')} s after launch")
     return result
 
 

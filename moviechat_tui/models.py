@@ -390,7 +390,7 @@ def load_model(spec: str = DEFAULT_SPEC, *, device: str | None = None, backend: 
         try:
             key = fast.fingerprint(recipe.files)
             converted = fast.find_converted(label, key)
-        except fast.FastPathError as exc:
+        except (fast.FastPathError, OSError) as exc:  # OSError: unreadable model files or cache
             note, converted = str(exc), None
             key = None
         if converted is not None:
@@ -409,6 +409,8 @@ def load_model(spec: str = DEFAULT_SPEC, *, device: str | None = None, backend: 
             fast_model = fast.open_converted(fast.convert(model, tokenizer, label, key, int(context)))
         except fast.FastPathError as exc:
             note = str(exc)
+        except Exception as exc:  # the fast path is an optimisation: never a reason not to load
+            note = f"the converted model could not be opened ({_first_line(exc)})"
     if fast_model is None and fast.insisted(backend):
         raise ModelLoadError(f"the ctranslate2 backend was asked for, but {note}")
     return LoadedModel(model, tokenizer, format_for(tokenizer), spec, recipe.source, int(context), short,
