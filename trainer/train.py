@@ -74,7 +74,7 @@ def load_base(spec: str, seed: int = 0):
                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.eos_token_id)
         return GPT2LMHeadModel(config), tokenizer
     try:
-        loaded = load_model(spec, device="cpu")
+        loaded = load_model(spec, device="cpu", backend="transformers")  # training needs the torch model, not a fast copy
     except ModelLoadError as exc:
         raise TrainError(f"cannot load base {spec!r}: {exc}") from None
     model = loaded.model
