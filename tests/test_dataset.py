@@ -148,6 +148,15 @@ def test_bucketed_batches_cover_everything_once_and_pad_less():
     assert padding_fraction(lengths, batches) < 0.5 * padding_fraction(lengths, random_batches(1000, 16, seed=3))
 
 
+def test_largest_batch_first_moves_one_batch_and_keeps_the_rest_in_order():
+    lengths = [(i * 37) % 200 + 5 for i in range(1000)]
+    plain = list(LengthBucketSampler(lengths, batch_size=16, seed=3))
+    first = list(LengthBucketSampler(lengths, batch_size=16, seed=3, largest_first=True))
+    cost = lambda batch: len(batch) * max(lengths[i] for i in batch)  # noqa: E731
+    assert cost(first[0]) == max(cost(b) for b in plain) and cost(plain[0]) < cost(first[0])
+    assert first[1:] == [b for b in plain if b != first[0]]
+
+
 def test_collator_pads_and_masks():
     batch = Collator(pad_id=0)([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [8], "labels": [8]}])
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]

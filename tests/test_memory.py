@@ -55,3 +55,11 @@ def test_pinned_choices_and_sizes():
     assert parse_bytes("16GB") == 16 * GB and parse_bytes("512MB") == 512 * 1024**2 and parse_bytes("1.5 GiB") == int(1.5 * GB)
     with pytest.raises(MemoryBudgetError, match="16GB"):
         parse_bytes("lots")
+
+
+def test_cpu_token_cap_keeps_micro_batches_small_but_never_below_one_row():
+    free = plan_memory(GPT2_124M, 16, 256, "64GB")
+    capped = plan_memory(GPT2_124M, 16, 256, "64GB", max_micro_tokens=1024)
+    assert free.micro_batch == 16 and (capped.micro_batch, capped.grad_accumulation) == (4, 4)
+    assert capped.estimated_bytes < free.estimated_bytes
+    assert plan_memory(GPT2_124M, 16, 2048, "64GB", max_micro_tokens=1024).micro_batch == 1  # longer than the cap

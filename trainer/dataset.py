@@ -318,15 +318,20 @@ class LengthBucketSampler(Sampler[list[int]]):
     pool sorted by length and cut into batches, then all batches shuffled. Use
     as `DataLoader(..., batch_sampler=sampler)`; call `set_epoch(n)` for a new
     order each epoch.
+
+    `largest_first` moves the batch with the most tokens (rows x longest row) to
+    the front, so that a run that does not fit in memory fails in its first step,
+    not hours in, and the run's peak memory shows at once.
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, shuffle: bool = True,
-                 pool_batches: int = 50, drop_last: bool = False) -> None:
+                 pool_batches: int = 50, drop_last: bool = False, largest_first: bool = False) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.lengths = list(lengths)
         self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
         self.pool_batches, self.drop_last, self.epoch = pool_batches, drop_last, 0
+        self.largest_first = largest_first
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -347,6 +352,9 @@ class LengthBucketSampler(Sampler[list[int]]):
             batches = [b for b in batches if len(b) == self.batch_size]
         if self.shuffle:
             rng.shuffle(batches)
+        if self.largest_first and batches:
+            cost = lambda batch: len(batch) * max(self.lengths[i] for i in batch)  # noqa: E731
+            batches.insert(0, batches.pop(max(range(len(batches)), key=lambda k: cost(batches[k]))))
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:

@@ -17,6 +17,10 @@ small models with big vocabularies.
 
 The planner takes the largest micro-batch that divides the effective batch and
 fits; it turns gradient checkpointing on only when no micro-batch fits without it.
+On a CPU it also keeps micro-batches to CPU_MICRO_TOKENS tokens: two cores are
+saturated by far smaller matmuls than a GPU, so bigger micro-batches buy no speed
+there, only memory (GPT-2 124M, 256-token rows, measured: 4 rows 5.2 GB, 8 rows
+8.1 GB at about the same tokens/s; docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ GB = 1024**3
 DEFAULT_BUDGET = "16GB"
 RUNTIME_BYTES = int(0.6 * GB)  # torch + python + tokenizer + data, measured on CPU (docs/training.md)
 LOGIT_COPIES = 4  # logits, their fp32 upcast, log-softmax, and its gradient
+CPU_MICRO_TOKENS = 1024  # micro-batch rows x max_length on a CPU (see the module docstring)
 
 
 class MemoryBudgetError(Exception):
@@ -109,15 +114,19 @@ def estimate_bytes(shape: ModelShape, micro_batch: int, seq_len: int, checkpoint
 
 def plan_memory(shape: ModelShape, effective_batch: int, seq_len: int, budget: str | int = DEFAULT_BUDGET,
                 activation_bytes: int = 4, micro_batch: int | None = None,
-                checkpointing: bool | None = None, runtime_bytes: int = RUNTIME_BYTES) -> MemoryPlan:
+                checkpointing: bool | None = None, runtime_bytes: int = RUNTIME_BYTES,
+                max_micro_tokens: int | None = None) -> MemoryPlan:
     """The largest micro-batch dividing `effective_batch` whose estimated peak fits `budget`.
 
     `micro_batch` / `checkpointing` pin a choice instead of searching (it must still fit).
+    `max_micro_tokens` caps micro-batch x seq_len (a CPU gains nothing from bigger ones);
+    a single row is always allowed.
     """
     if effective_batch < 1 or seq_len < 1:
         raise MemoryBudgetError("the effective batch and the sequence length must be at least 1")
     budget_bytes = parse_bytes(budget)
-    sizes = [micro_batch] if micro_batch else [d for d in range(effective_batch, 0, -1) if effective_batch % d == 0]
+    sizes = [micro_batch] if micro_batch else [d for d in range(effective_batch, 0, -1) if effective_batch % d == 0
+                                               and (max_micro_tokens is None or d == 1 or d * seq_len <= max_micro_tokens)]
     if micro_batch and effective_batch % micro_batch:
         raise MemoryBudgetError(f"--micro-batch {micro_batch} does not divide the effective batch {effective_batch}")
     modes = [checkpointing] if checkpointing is not None else [False, True]

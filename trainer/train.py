@@ -35,7 +35,8 @@ from moviechat_tui.models import RUN_METADATA, ModelLoadError, load_model
 from trainer.callbacks import InterruptCallback, MetricsLogCallback, RichProgressCallback, peak_memory_bytes, plot_losses
 from trainer.config import GPT2_SCRATCH, TrainConfig
 from trainer.dataset import Collator, LengthBucketSampler, build_examples
-from trainer.memory import GB, ModelShape, plan_memory
+from trainer.loss import reply_loss, supports_reply_loss
+from trainer.memory import CPU_MICRO_TOKENS, GB, ModelShape, plan_memory
 
 STAGING = ".staging"
 METRICS_LOG = "metrics.jsonl"
@@ -193,10 +194,19 @@ def package_versions() -> dict:
 
 
 class MovieTrainer(Trainer):
-    """Trainer with length-bucketed batches (same order for a seed and epoch) and atomic checkpoints."""
+    """Trainer with length-bucketed batches (same order for a seed and epoch), the loss computed at
+    reply tokens only (trainer.loss) and atomic checkpoints."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # Under DDP the forward must go through the wrapper (it syncs gradients): use the model's own loss there.
+        if model is not self.accelerator.unwrap_model(model) or not supports_reply_loss(model) or "labels" not in inputs:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        loss = reply_loss(model, inputs, num_items_in_batch)
+        return (loss, {"loss": loss}) if return_outputs else loss
 
     def get_train_dataloader(self) -> DataLoader:
-        sampler = LengthBucketSampler(self.train_dataset.lengths, self._train_batch_size, seed=self.args.seed)
+        sampler = LengthBucketSampler(self.train_dataset.lengths, self._train_batch_size, seed=self.args.seed,
+                                      largest_first=True)
         loader = DataLoader(self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator,
                             num_workers=self.args.dataloader_num_workers)
         return self.accelerator.prepare(loader)
@@ -304,7 +314,8 @@ def train(config: TrainConfig, log=print, callbacks=()) -> TrainResult:
     shape = ModelShape.of(model)
     plan = plan_memory(shape, config.batch_size // world, config.max_length, config.max_memory,
                        activation_bytes=4 if precision == "fp32" else 2, micro_batch=config.micro_batch,
-                       checkpointing=config.gradient_checkpointing)
+                       checkpointing=config.gradient_checkpointing,
+                       max_micro_tokens=None if torch.cuda.is_available() else CPU_MICRO_TOKENS)
     say(f"model: {config.base}{' + LoRA' if config.lora else ''}, {shape.n_params / 1e6:.1f}M parameters, "
         f"{shape.n_trainable / 1e6:.2f}M trainable; precision {precision}; "
         f"{len(train_set):,} training / {len(eval_set):,} of {len(val_set):,} validation examples")
