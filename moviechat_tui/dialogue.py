@@ -207,6 +207,27 @@ def fit_prompt(
     return fitted
 
 
+def next_turn_prefix(
+    fmt: DialogueFormat,
+    turns: Sequence[Turn],
+    max_prompt_tokens: int,
+    conditioning: Conditioning = NO_CONDITIONING,
+) -> list[int]:
+    """The ids that the prompt for the user's next message starts with, whatever it says.
+
+    The prompts for two different next messages agree up to where the text begins: the
+    history through the last reply and the opening of a user turn. The engine has the model
+    read them ahead of time (generation.warm_prefix). A next message that changes the fit
+    (drops older turns) simply won't start with these ids; users of the prefix check.
+    """
+    a = fit_prompt(fmt, [*turns, Turn(USER, "Yes.")], max_prompt_tokens, conditioning).ids
+    b = fit_prompt(fmt, [*turns, Turn(USER, "No!")], max_prompt_tokens, conditioning).ids
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
+
+
 # --- training examples ---------------------------------------------------------
 
 IGNORE_INDEX = -100  # labels with this value do not count in the loss

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from .dialogue import BOT, USER, Conditioning, Turn, fit_prompt
-from .generation import GenerationSettings, ReplyStats, ReplyStream, stream_reply
+from .dialogue import BOT, USER, Conditioning, Turn, fit_prompt, next_turn_prefix
+from .generation import GenerationSettings, ReplyStats, ReplyStream, stream_reply, warm_prefix
 from .models import DEFAULT_SPEC, LoadedModel, load_model
 from .store import Conversation, Message, Store, UnknownMessage
 
@@ -64,6 +64,7 @@ class Reply:
     status: str = "partial"
     error: str | None = None
     stats: ReplyStats = field(default_factory=ReplyStats)
+    warm_up: threading.Thread | None = None  # reads the history for the next turn ahead (join to wait)
     _run: Callable[["Reply"], Iterator[str]] | None = field(default=None, repr=False)
     _stream: ReplyStream | None = field(default=None, repr=False)
     _cancel_requested: bool = field(default=False, repr=False)
@@ -265,6 +266,14 @@ class ChatEngine:
                     latency_ms=round((time.perf_counter() - started) * 1000, 1),
                 )
                 reply.message = store.get_message(message.id)
+            if reply.status in ("complete", "cancelled") and stream.text:
+                # While the user reads and types, have the model read the history through this reply.
+                try:
+                    prefix = next_turn_prefix(loaded.format, [*history, Turn(BOT, stream.text)],
+                                              window - reply_budget, conditioning)
+                    reply.warm_up = warm_prefix(loaded, prefix)
+                except Exception:  # only a head start for the next reply; it reads everything without one
+                    pass
 
     # --- replay and export ---------------------------------------------------
 

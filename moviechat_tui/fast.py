@@ -17,6 +17,13 @@ MOVIECHAT_FAST_COMPUTE=int8|float32 overrides the choice.
 path in generation.py: penalties count the reply's tokens, the end-of-turn token
 can't end a reply that is still blank, a seed makes sampling reproducible (per
 backend: the two draw random numbers differently).
+
+Prefix cache: `FastModel.warm(ids)` computes the model state after `ids` once
+(CTranslate2's cached `static_prompt`); a later prompt that starts with them
+prefills only the rest. The engine warms the next turn's prefix (the history
+through the reply just given) while the user reads and types, so the next first
+token doesn't wait for the whole history to be read again. CTranslate2 never
+evicts cached prompts, so past MAX_CACHED_TOKENS the generator is reopened empty.
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ import re
 import shutil
 import tempfile
 import weakref
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -48,6 +56,8 @@ METADATA = "moviechat_fast.json"
 UNSUPPORTED = "unsupported.txt"  # left where a conversion failed, so it isn't retried every launch
 WHOLE_FILE_LIMIT = 64 << 20  # files up to this size are hashed whole; bigger ones by size, mtime, head and tail
 EDGE = 1 << 20
+MAX_CACHED_TOKENS = 8192  # prefix tokens whose state CTranslate2 keeps (SmolLM2-135M: ~45 KB each in float32)
+MIN_PREFIX_TOKENS = 16  # shorter prefixes cost less to prefill than to look up
 
 
 class FastPathError(Exception):
@@ -290,6 +300,9 @@ class FastModel:
     compute_type: str
     context_window: int
     quality: dict  # perplexity_change_pct_<compute type> measured at conversion
+    # Warmed prefixes (token ids), least recently used first; their states live in the generator.
+    prefixes: "OrderedDict[tuple[int, ...], None]" = field(default_factory=OrderedDict)
+    prefix_hits: int = 0  # replies that started from a warmed prefix (tests and the benchmark read it)
 
     @property
     def name(self) -> str:
@@ -313,7 +326,39 @@ class FastModel:
         import ctranslate2
 
         ctranslate2.set_random_seed(seed)
+        self._reopen()
+
+    def _reopen(self) -> None:
+        """A fresh generator: also what empties CTranslate2's prompt cache."""
         self.generator = _new_generator(self.directory, self.compute_type)
+        self.prefixes.clear()
+
+    def cached_prefix(self, ids: Sequence[int]) -> int:
+        """Length of the longest warmed prefix of `ids` that leaves at least one token to feed."""
+        best = 0
+        for prefix in self.prefixes:
+            n = len(prefix)
+            if best < n < len(ids) and tuple(ids[:n]) == prefix:
+                best = n
+        return best
+
+    def warm(self, tokenizer, prefix_ids: Sequence[int]) -> bool:
+        """Compute and keep the model state after `prefix_ids` (see the module docstring).
+
+        Call with the model's generate_lock held. Returns whether anything was computed."""
+        prefix = tuple(prefix_ids)
+        if len(prefix) < MIN_PREFIX_TOKENS or len(prefix) + 1 > self.context_window:
+            return False
+        if prefix in self.prefixes:
+            self.prefixes.move_to_end(prefix)
+            return False
+        if sum(map(len, self.prefixes)) + len(prefix) > MAX_CACHED_TOKENS:
+            self._reopen()
+        # One throwaway step after the static prompt: CTranslate2 caches the state at its end.
+        self.generator.generate_batch([[tokenizer.convert_ids_to_tokens(prefix[-1])]], max_length=1,
+                                      static_prompt=tokenizer.convert_ids_to_tokens(list(prefix)))
+        self.prefixes[prefix] = None
+        return True
 
     def generate(
         self,
@@ -330,13 +375,20 @@ class FastModel:
         options = _decoding_options(settings)
         new: list[int] = []
         while len(new) < settings.max_new_tokens and not cancelled():
-            tokens = tokenizer.convert_ids_to_tokens(list(prompt_ids) + new)
+            ids = list(prompt_ids) + new
+            cached = self.cached_prefix(ids)
+            start = {}
+            if cached:  # feed only what follows the warmed prefix
+                self.prefixes.move_to_end(tuple(ids[:cached]))
+                self.prefix_hits += 1
+                start["static_prompt"] = tokenizer.convert_ids_to_tokens(ids[:cached])
             steps = self.generator.generate_tokens(
-                tokens,
+                tokenizer.convert_ids_to_tokens(ids[cached:]),
                 max_length=settings.max_new_tokens - len(new),
                 min_length=1,  # the first token never ends the turn
                 end_token=[end_of_turn_id],
                 **options,
+                **start,
             )
             blank_end = False
             with contextlib.closing(steps):

@@ -7,12 +7,17 @@ or transformers `generate` with the KV cache on. On both the first token can't
 end the turn (no empty replies), the repetition penalty and the no-repeat n-gram
 rule count the reply's tokens (not the history's), and one reply runs per model
 at a time (the model's `generate_lock`).
+
+`warm_prefix` has the model read a prompt's known beginning ahead of time (on
+the fast path; see fast.py), so that the next reply only prefills what is new.
 """
 
 from __future__ import annotations
 
+import atexit
 import threading
 import time
+import weakref
 from dataclasses import asdict, dataclass, fields
 from typing import Iterator
 
@@ -123,6 +128,43 @@ def stream_reply(loaded: LoadedModel, prompt_ids: list[int], settings: Generatio
     stream = ReplyStream()
     stream._pieces = _generate_pieces(loaded, prompt_ids, settings.validate(), stream)
     return stream
+
+
+def warm_prefix(loaded: LoadedModel, prefix_ids: list[int], wait: bool = False) -> threading.Thread | None:
+    """Compute the model state after `prefix_ids` on a background thread (None: nothing to do).
+
+    A reply whose prompt starts with these ids then prefills only the rest; replies are the same
+    (the state is the one the full prompt would build). A reply asked for meanwhile waits for the
+    warm-up, which is the work it would otherwise do itself. Only the fast path keeps such states.
+    """
+    if not uses_fast_path(loaded) or not prefix_ids:
+        return None
+
+    def run() -> None:
+        try:
+            with loaded.generate_lock:
+                loaded.fast.warm(loaded.tokenizer, prefix_ids)
+        except Exception:  # an optimisation only: the next reply reads the whole prompt instead
+            pass
+
+    worker = threading.Thread(target=run, name="moviechat-warm", daemon=True)
+    _warming.add(worker)
+    worker.start()
+    if wait:
+        worker.join()
+    return worker
+
+
+_warming: "weakref.WeakSet[threading.Thread]" = weakref.WeakSet()
+
+
+def _join_warming() -> None:
+    """At exit, let a warm-up finish before the fast path's generators are freed (fast._close_all)."""
+    for worker in list(_warming):
+        worker.join(timeout=10)
+
+
+atexit.register(_join_warming)  # registered after fast's hook (imported above), so it runs first
 
 
 def uses_fast_path(loaded: LoadedModel) -> bool:
