@@ -18,9 +18,10 @@ small models with big vocabularies.
 The planner takes the largest micro-batch that divides the effective batch and
 fits; it turns gradient checkpointing on only when no micro-batch fits without it.
 On a CPU it also keeps micro-batches to CPU_MICRO_TOKENS tokens: two cores are
-saturated by far smaller matmuls than a GPU, so bigger micro-batches buy no speed
-there, only memory (GPT-2 124M, 256-token rows, measured: 4 rows 5.2 GB, 8 rows
-8.1 GB at about the same tokens/s; docs/benchmarks.md).
+saturated by much smaller matmuls than a GPU, so bigger micro-batches buy little
+speed there and cost a lot of memory (GPT-2 124M, 256-token rows, bench/train_step.py:
+4 rows 120 tokens/s at 5.4 GB, 8 rows 158 tokens/s at 7.7 GB, 16 rows 117 tokens/s
+at 10.1 GB); 4 rows keep the full fine-tune's worst case under 6 GB.
 """
 
 from __future__ import annotations
