@@ -205,8 +205,10 @@ class MovieTrainer(Trainer):
         return (loss, {"loss": loss}) if return_outputs else loss
 
     def get_train_dataloader(self) -> DataLoader:
+        # Under DDP accelerate deals batches out in turn and skips a round whose last batch is short;
+        # bucketing leaves short batches anywhere in the order, so there they are dropped instead.
         sampler = LengthBucketSampler(self.train_dataset.lengths, self._train_batch_size, seed=self.args.seed,
-                                      largest_first=True)
+                                      largest_first=True, drop_last=self.args.world_size > 1)
         loader = DataLoader(self.train_dataset, batch_sampler=sampler, collate_fn=self.data_collator,
                             num_workers=self.args.dataloader_num_workers)
         return self.accelerator.prepare(loader)
