@@ -226,20 +226,22 @@ def speed(baseline, default, config: BenchConfig, log) -> list[dict]:
 def continuing(view, turns: int, prompt: list[int], runs: int) -> dict:
     """First token when the conversation goes on: what the engine does after each reply
     (generation.warm_prefix on the history before the newest message) has been done while the
-    user typed, so the reply prefills only the new message. Only the fast path keeps such state."""
+    user typed, so the reply prefills only the new message."""
     from moviechat_tui.dialogue import next_turn_prefix
     from moviechat_tui.generation import warm_prefix
 
     prefix = next_turn_prefix(view.format, history(turns)[:-1], view.context_window)
     if prompt[: len(prefix)] != prefix or warm_prefix(view, prefix, wait=True) is None:
         return {"warm_prefix_tokens": 0, "warm_ttft_ms": None, "warm_cpu_ttft_ms": None}
-    hits, ttft, cpu = view.fast.prefix_hits, [], []
+    counter = view.fast if view.fast is not None else view  # where the path counts its cache hits
+    hits, ttft, cpu = counter.prefix_hits, [], []
     for _ in range(runs):
         timing, cpu_ms = cpu_timed(lambda: engine_run(view, prompt, 1))
         ttft.append(timing["ttft_ms"])
         cpu.append(cpu_ms)
-    used = view.fast.prefix_hits - hits == runs
-    view.fast._reopen()  # drop the cached state: the next setting's cold runs must read everything
+    used = counter.prefix_hits - hits == runs
+    # Drop the cached state: the next setting's cold runs must read everything.
+    view.fast._reopen() if view.fast is not None else view.prefix_states.clear()
     return {"warm_prefix_tokens": len(prefix) if used else 0, "warm_ttft_ms": median(ttft) if used else None,
             "warm_cpu_ttft_ms": median(cpu) if used else None}
 

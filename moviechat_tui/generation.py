@@ -8,20 +8,26 @@ end the turn (no empty replies), the repetition penalty and the no-repeat n-gram
 rule count the reply's tokens (not the history's), and one reply runs per model
 at a time (the model's `generate_lock`).
 
-`warm_prefix` has the model read a prompt's known beginning ahead of time (on
-the fast path; see fast.py), so that the next reply only prefills what is new.
+`warm_prefix` has the model read a prompt's known beginning ahead of time, so
+that the next reply only prefills what is new: on the fast path as a cached
+CTranslate2 static prompt (fast.py), on the transformers path as a KV cache that
+`generate` continues from (a copy of it, so the warmed state stays reusable).
 """
 
 from __future__ import annotations
 
 import atexit
+import copy
 import threading
 import time
 import weakref
 from dataclasses import asdict, dataclass, fields
 from typing import Iterator
 
+from .fast import MIN_PREFIX_TOKENS
 from .models import LoadedModel
+
+PREFIX_STATES = 2  # KV caches the transformers path keeps warmed (the latest conversations')
 
 
 class SettingsError(ValueError):
@@ -135,15 +141,19 @@ def warm_prefix(loaded: LoadedModel, prefix_ids: list[int], wait: bool = False) 
 
     A reply whose prompt starts with these ids then prefills only the rest; replies are the same
     (the state is the one the full prompt would build). A reply asked for meanwhile waits for the
-    warm-up, which is the work it would otherwise do itself. Only the fast path keeps such states.
+    warm-up, which is the work it would otherwise do itself.
     """
-    if not uses_fast_path(loaded) or not prefix_ids:
+    fast = uses_fast_path(loaded)
+    if len(prefix_ids) < MIN_PREFIX_TOKENS:
         return None
 
     def run() -> None:
         try:
             with loaded.generate_lock:
-                loaded.fast.warm(loaded.tokenizer, prefix_ids)
+                if fast:
+                    loaded.fast.warm(loaded.tokenizer, prefix_ids)
+                else:
+                    _warm_transformers(loaded, prefix_ids)
         except Exception:  # an optimisation only: the next reply reads the whole prompt instead
             pass
 
@@ -156,6 +166,35 @@ def warm_prefix(loaded: LoadedModel, prefix_ids: list[int], wait: bool = False) 
 
 
 _warming: "weakref.WeakSet[threading.Thread]" = weakref.WeakSet()
+
+
+def _warm_transformers(loaded: LoadedModel, prefix_ids: list[int]) -> None:
+    import torch
+
+    key = tuple(prefix_ids)
+    if key in loaded.prefix_states:
+        loaded.prefix_states[key] = loaded.prefix_states.pop(key)  # most recent last
+        return
+    model = loaded.model
+    if len(key) + 1 > loaded.context_window:
+        return
+    with torch.inference_mode():
+        state = model(input_ids=torch.tensor([prefix_ids], device=model.device), use_cache=True).past_key_values
+    loaded.prefix_states[key] = state
+    while len(loaded.prefix_states) > PREFIX_STATES:
+        loaded.prefix_states.pop(next(iter(loaded.prefix_states)))
+
+
+def _cache_keyword(model) -> str:
+    """`cache` in newer transformers (where `past_key_values` is deprecated), else `past_key_values`."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+
+
+def _cached_prefix(states: dict, ids: list[int]) -> int:
+    """Length of the longest warmed prefix of `ids` that leaves at least one token to feed."""
+    return max((len(k) for k in states if len(k) < len(ids) and tuple(ids[: len(k)]) == k), default=0)
 
 
 def _join_warming() -> None:
@@ -269,6 +308,11 @@ def _transformers_generate(loaded: LoadedModel, prompt_ids, settings, streamer, 
     with torch.inference_mode():
         if settings.seed is not None:
             torch.manual_seed(settings.seed)
+        start = {}
+        cached = _cached_prefix(loaded.prefix_states, prompt_ids)
+        if cached:  # continue from the warmed state; a copy, since generate extends it in place
+            start[_cache_keyword(model)] = copy.deepcopy(loaded.prefix_states[tuple(prompt_ids[:cached])])
+            loaded.prefix_hits += 1
         output = model.generate(
             input_ids=input_ids,
             attention_mask=torch.ones_like(input_ids),
@@ -276,6 +320,7 @@ def _transformers_generate(loaded: LoadedModel, prompt_ids, settings, streamer, 
             streamer=streamer,
             stopping_criteria=StoppingCriteriaList([Cancelled()]),
             logits_processor=LogitsProcessorList(processors),
+            **start,
         )
     return output[0, n_prompt:].tolist()
 

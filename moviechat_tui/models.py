@@ -87,6 +87,9 @@ class LoadedModel:
     generate_lock: threading.Lock = field(default_factory=threading.Lock)
     fast: object = None  # a fast.FastModel when replies come from the CTranslate2 copy
     backend_note: str = ""  # why the fast path is not used (or not in int8), when it isn't
+    # The transformers path's read-ahead (generation.warm_prefix): prefix ids -> KV cache, oldest first.
+    prefix_states: dict = field(default_factory=dict)
+    prefix_hits: int = 0  # transformers-path replies that started from a warmed prefix
 
     @property
     def name(self) -> str:

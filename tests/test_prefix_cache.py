@@ -94,3 +94,19 @@ def test_the_engine_warms_the_next_turn_while_the_user_types(tiny_gpt2_dir, tmp_
     history = [Turn(m.role, m.text) for m in engine.messages(conversation.id)][:-1]
     stream = stream_reply(cold, fit_prompt(cold.format, history, 1024 - GREEDY.max_new_tokens).ids, GREEDY)
     assert "".join(stream).strip() == second_text and cold.fast.prefix_hits == 0
+
+
+def test_the_transformers_path_continues_from_a_warmed_kv_cache(tiny_gpt2_dir):
+    loaded = load_model(str(tiny_gpt2_dir), backend="transformers")
+    fmt = loaded.format
+    prompt = fmt.prompt_ids([*HISTORY, Turn(USER, "Then who was in the car?")])
+    cold = _greedy_ids(loaded, prompt)
+    assert loaded.prefix_hits == 0
+
+    prefix = next_turn_prefix(fmt, HISTORY, 1024)
+    warm_prefix(loaded, prefix, wait=True)
+    assert list(loaded.prefix_states) == [tuple(prefix)]
+    for _ in range(2):  # the warmed state is copied, not used up
+        assert _greedy_ids(loaded, prompt) == cold
+    assert loaded.prefix_hits == 2
+    assert loaded.prefix_states[tuple(prefix)].get_seq_length() == len(prefix)
