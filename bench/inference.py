@@ -274,15 +274,6 @@ def _ratio(b, a):
     return b / a if a and b is not None else None
 
 
-def _cache_arg() -> str:
-    """The KV cache's keyword: `cache` in newer transformers, `past_key_values` before."""
-    import inspect
-
-    from transformers import LlamaForCausalLM
-
-    return "cache" if "cache" in inspect.signature(LlamaForCausalLM.forward).parameters else "past_key_values"
-
-
 # --- where the time goes ---------------------------------------------------------------
 
 
@@ -309,7 +300,9 @@ def profile(baseline, default, config: BenchConfig, turns: int = 10) -> dict:
         out["ctranslate2_engine"] = _summary(engine)
         out["engine_overhead_ms_per_token"] = _ms_per_token_gap(out["ctranslate2_engine"]["decode_tok_s"],
                                                                  out["ctranslate2_raw"]["decode_tok_s"])
-    cache_arg = _cache_arg()
+    from moviechat_tui.generation import cache_keyword
+
+    cache_arg = cache_keyword(baseline.model)
     forward = []
     with torch.inference_mode():
         model = baseline.model

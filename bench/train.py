@@ -78,18 +78,10 @@ class TokenBudget(TrainerCallback):
 
 def validation_loss(model, examples, pad_id: int) -> float:
     """Mean cross-entropy over all reply tokens of `examples` (token-weighted, not batch-averaged)."""
-    from trainer.dataset import Collator, LengthBucketSampler
-    from trainer.loss import reply_loss
+    from trainer.evaluate import reply_nll
 
     model.eval()
-    collate, total, count = Collator(pad_id), 0.0, 0
-    lengths = [len(examples[i]["input_ids"]) for i in range(len(examples))]
-    with torch.no_grad():
-        for indices in LengthBucketSampler(lengths, 8, shuffle=False):
-            batch = collate([examples[i] for i in indices])
-            n = int((batch["labels"][:, 1:] != -100).sum())
-            total += float(reply_loss(model, batch, num_items_in_batch=1))  # the sum over reply tokens
-            count += n
+    total, count = reply_nll(model, examples, batch_size=8, pad_id=pad_id)
     return total / count
 
 

@@ -60,6 +60,11 @@ MAX_CACHED_TOKENS = 8192  # prefix tokens whose state CTranslate2 keeps (SmolLM2
 MIN_PREFIX_TOKENS = 16  # shorter prefixes cost less to prefill than to look up
 
 
+def longest_prefix(prefixes: Iterable[tuple[int, ...]], ids: Sequence[int]) -> int:
+    """Length of the longest of `prefixes` that starts `ids` and leaves at least one token to feed."""
+    return max((len(p) for p in prefixes if len(p) < len(ids) and tuple(ids[: len(p)]) == p), default=0)
+
+
 class FastPathError(Exception):
     """The fast path can't serve this model; the message is one line."""
 
@@ -334,13 +339,7 @@ class FastModel:
         self.prefixes.clear()
 
     def cached_prefix(self, ids: Sequence[int]) -> int:
-        """Length of the longest warmed prefix of `ids` that leaves at least one token to feed."""
-        best = 0
-        for prefix in self.prefixes:
-            n = len(prefix)
-            if best < n < len(ids) and tuple(ids[:n]) == prefix:
-                best = n
-        return best
+        return longest_prefix(self.prefixes, ids)
 
     def warm(self, tokenizer, prefix_ids: Sequence[int]) -> bool:
         """Compute and keep the model state after `prefix_ids` (see the module docstring).

@@ -24,7 +24,7 @@ import weakref
 from dataclasses import asdict, dataclass, fields
 from typing import Iterator
 
-from .fast import MIN_PREFIX_TOKENS
+from .fast import MIN_PREFIX_TOKENS, longest_prefix
 from .models import LoadedModel
 
 PREFIX_STATES = 2  # KV caches the transformers path keeps warmed (the latest conversations')
@@ -185,16 +185,11 @@ def _warm_transformers(loaded: LoadedModel, prefix_ids: list[int]) -> None:
         loaded.prefix_states.pop(next(iter(loaded.prefix_states)))
 
 
-def _cache_keyword(model) -> str:
+def cache_keyword(model) -> str:
     """`cache` in newer transformers (where `past_key_values` is deprecated), else `past_key_values`."""
     import inspect
 
     return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
-
-
-def _cached_prefix(states: dict, ids: list[int]) -> int:
-    """Length of the longest warmed prefix of `ids` that leaves at least one token to feed."""
-    return max((len(k) for k in states if len(k) < len(ids) and tuple(ids[: len(k)]) == k), default=0)
 
 
 def _join_warming() -> None:
@@ -309,9 +304,9 @@ def _transformers_generate(loaded: LoadedModel, prompt_ids, settings, streamer, 
         if settings.seed is not None:
             torch.manual_seed(settings.seed)
         start = {}
-        cached = _cached_prefix(loaded.prefix_states, prompt_ids)
+        cached = longest_prefix(loaded.prefix_states, prompt_ids)
         if cached:  # continue from the warmed state; a copy, since generate extends it in place
-            start[_cache_keyword(model)] = copy.deepcopy(loaded.prefix_states[tuple(prompt_ids[:cached])])
+            start[cache_keyword(model)] = copy.deepcopy(loaded.prefix_states[tuple(prompt_ids[:cached])])
             loaded.prefix_hits += 1
         output = model.generate(
             input_ids=input_ids,

@@ -45,6 +45,7 @@ from moviechat_tui.generation import GenerationSettings, stream_reply
 from moviechat_tui.models import RUN_METADATA, LoadedModel, load_model
 from trainer.corpus import Corpus, load_corpus
 from trainer.dataset import Collator, ExampleSet, LengthBucketSampler, build_examples
+from trainer.loss import reply_logits
 from trainer.splits import DEFAULT_RATIOS, DEFAULT_SALT, SPLITS
 
 EVAL_SPLITS = (*SPLITS, "all")
@@ -70,34 +71,23 @@ class EvalConfig:
 
 
 @torch.inference_mode()
-def reply_nll(model, examples: ExampleSet, batch_size: int = 16, advance: Callable[[], None] | None = None) -> tuple[float, int]:
-    """(sum of reply-token negative log-likelihoods in nats, number of reply tokens) over `examples`."""
-    collate = Collator(examples.pad_id)
+def reply_nll(model, examples: ExampleSet, batch_size: int = 16, advance: Callable[[], None] | None = None,
+              pad_id: int | None = None) -> tuple[float, int]:
+    """(sum of reply-token negative log-likelihoods in nats, number of reply tokens) over `examples`
+    (an ExampleSet, or any sequence of its items with `pad_id` given, e.g. a Subset of one)."""
+    collate = Collator(examples.pad_id if pad_id is None else pad_id)
+    lengths = getattr(examples, "lengths", None) or [len(examples[i]["input_ids"]) for i in range(len(examples))]
     total, count = 0.0, 0
-    for indices in LengthBucketSampler(examples.lengths, batch_size, shuffle=False):
+    for indices in LengthBucketSampler(lengths, batch_size, shuffle=False):
         batch = {k: v.to(model.device) for k, v in collate([examples[i] for i in indices]).items()}
         targets = batch["labels"][:, 1:]
         keep = targets != IGNORE_INDEX
-        logits = _reply_logits(model, batch["input_ids"], batch["attention_mask"], keep)
+        logits = reply_logits(model, batch["input_ids"], batch["attention_mask"], keep)
         total += F.cross_entropy(logits.float(), targets[keep], reduction="sum").item()
         count += int(keep.sum())
         if advance:
             advance()
     return total, count
-
-
-def _reply_logits(model, input_ids, attention_mask, keep):
-    """Logits predicting the kept (reply) positions. The LM head runs on those positions only:
-    with a 49k vocabulary, full logits for a batch would cost hundreds of MB for nothing."""
-    body, head = model.base_model, model.get_output_embeddings()
-    config = model.config
-    plain_head = body is not model and head is not None and not (
-        getattr(config, "final_logit_softcapping", None) or hasattr(config, "logit_scale")
-    )
-    if not plain_head:  # a head with extra maths: take the model's own logits
-        return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][keep]
-    hidden = body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-    return head(hidden[:, :-1][keep])
 
 
 def perplexity(nll: float, tokens: int) -> float:

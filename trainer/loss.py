@@ -17,7 +17,8 @@ project only those:
 The maths is the model's own loss (tests compare the two and their gradients
 with torch.allclose); only the discarded work is gone. It is exact for models
 whose head is a plain projection of the last hidden state (GPT-2, Llama family);
-other models fall back to their own forward (`supports_reply_loss`).
+other models fall back to their own logits (`supports_reply_loss`). Evaluation
+(trainer.evaluate.reply_nll) scores replies with the same `reply_logits`.
 """
 
 from __future__ import annotations
@@ -43,15 +44,22 @@ def supports_reply_loss(model) -> bool:
     return isinstance(head, torch.nn.Linear) and not scaled and lm.get_decoder() is not lm
 
 
+def reply_logits(model, input_ids, attention_mask, keep) -> torch.Tensor:
+    """Logits (n, V) predicting the kept positions (keep: (b, s-1)); the head runs on those only.
+    A head with extra maths (see supports_reply_loss) gets the model's own logits, then the cut."""
+    if not supports_reply_loss(model):
+        return model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1][keep]
+    lm = _causal_lm(model)
+    hidden = lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
+                              use_cache=False).last_hidden_state                # (b, s, h)
+    return lm.get_output_embeddings()(hidden[:, :-1][keep])                     # (n, V)
+
+
 def reply_loss(model, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
     """Summed cross-entropy over reply tokens / num_items_in_batch (or their count in this batch)."""
-    lm = _causal_lm(model)
-    labels = inputs["labels"]
-    hidden = lm.get_decoder()(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
-                              use_cache=False).last_hidden_state           # (b, s, h)
-    targets = labels[:, 1:]                                                 # (b, s-1)
-    keep = targets != IGNORE_INDEX                                          # (b, s-1)
-    logits = lm.get_output_embeddings()(hidden[:, :-1][keep])               # (n, V)
+    targets = inputs["labels"][:, 1:]                                           # (b, s-1)
+    keep = targets != IGNORE_INDEX                                              # (b, s-1)
+    logits = reply_logits(model, inputs["input_ids"], inputs.get("attention_mask"), keep)
     loss = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
     if num_items_in_batch is None:
         return loss / keep.sum().clamp(min=1)
