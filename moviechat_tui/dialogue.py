@@ -10,7 +10,9 @@ Two layouts, picked from the tokenizer by `format_for`:
 * PlainFormat (GPT-2 style tokenizers, no chat template). Each turn is a
   speaker header, the text, and the end-of-turn token (GPT-2's <|endoftext|>):
 
-      Genres: comedy, romance\\n          (only when conditioned on genres)
+      Movie: 10 Things I Hate About You (1999)\\n   (each preamble line only when
+      Genres: comedy, romance\\n                   the conditioning has that part)
+      Bot is Bianca. User is Cameron.\\n
       User: Where are you going?<|endoftext|>
       Bot: Out.<|endoftext|>
       User: Out where?<|endoftext|>
@@ -21,7 +23,8 @@ Two layouts, picked from the tokenizer by `format_for`:
 
 * ChatTemplateFormat (tokenizers with a chat template, e.g. SmolLM2). The
   conversation is rendered by the tokenizer's own template with a system
-  message that carries the conditioning; the end-of-turn token is the
+  message that carries the conditioning (who the bot plays, whom it talks to,
+  the film and its genres; `system_prompt`); the end-of-turn token is the
   template's (<|im_end|> for ChatML).
 """
 
@@ -51,25 +54,95 @@ class Turn:
 
 @dataclass(frozen=True)
 class Conditioning:
-    """What steers a reply besides the history: the movie's genres."""
+    """What steers a reply besides the history: who speaks, to whom, in which film.
 
+    Every part is optional; an empty Conditioning is a chat with no persona. Names and
+    titles are shown as given (the cast file stores them title-cased, e.g. "Bianca",
+    "10 Things I Hate About You"). Stored with a conversation as `to_dict()`.
+    """
+
+    character: str = ""  # the bot's character
+    partner: str = ""  # the character the user plays
+    movie: str = ""  # the film's title
+    year: int | None = None
     genres: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("character", "partner", "movie"):
+            object.__setattr__(self, name, " ".join(str(getattr(self, name) or "").split()))
+        cleaned = (" ".join(str(g).split()).lower() for g in (self.genres or ()))
+        object.__setattr__(self, "genres", tuple(g for g in cleaned if g))
+        if self.year is not None and not isinstance(self.year, int):
+            raise ValueError(f"year must be an integer, not {self.year!r}")
 
     @classmethod
     def from_genres(cls, genres: Sequence[str] | None) -> "Conditioning":
-        cleaned = (g.strip().lower() for g in (genres or ()))
-        return cls(tuple(g for g in cleaned if g))
+        return cls(genres=tuple(genres or ()))
+
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "Conditioning":
+        """From what `to_dict` wrote (unknown keys ignored, so older rows with only genres still load)."""
+        data = data or {}
+        year = data.get("year")
+        return cls(character=data.get("character") or "", partner=data.get("partner") or "",
+                   movie=data.get("movie") or "", year=int(year) if year not in (None, "") else None,
+                   genres=tuple(data.get("genres") or ()))
+
+    def to_dict(self) -> dict:
+        data = {"character": self.character, "partner": self.partner, "movie": self.movie,
+                "year": self.year, "genres": list(self.genres)}
+        return {k: v for k, v in data.items() if v not in ("", None, [])} | {"genres": list(self.genres)}
+
+    @property
+    def has_persona(self) -> bool:
+        return bool(self.character or self.partner or self.movie)
+
+    @property
+    def film(self) -> str:
+        """"Title (1999)", "Title", or "" without a film."""
+        if not self.movie:
+            return ""
+        return f"{self.movie} ({self.year})" if self.year else self.movie
+
+    def describe(self) -> str:
+        """One line for headers, lists and exports: "Bianca (to Cameron) · 10 Things I Hate About You (1999) · comedy"."""
+        who = self.character or ("someone" if self.partner else "")
+        if who and self.partner:
+            who += f" (to {self.partner})"
+        return " · ".join(part for part in (who, self.film, ", ".join(self.genres)) if part)
 
 
 NO_CONDITIONING = Conditioning()
 
 
 def system_prompt(conditioning: Conditioning) -> str:
-    """The system message of chat-template models (and the description of the task)."""
-    text = "You are a character in a movie. Stay in character and reply with one short line of dialogue."
-    if conditioning.genres:
-        text += f" The movie's genres: {', '.join(conditioning.genres)}."
+    """The system message of chat-template models (and the description of the task).
+
+    Without a persona the text is exactly what the first models were trained with."""
+    c = conditioning
+    if not c.has_persona:
+        text = "You are a character in a movie. Stay in character and reply with one short line of dialogue."
+    else:
+        text = f"You are {c.character or 'a character'} in {'the movie ' + c.film if c.film else 'a movie'}"
+        text += f", talking with {c.partner}." if c.partner else "."
+        text += " Stay in character and reply with one line of dialogue."
+    if c.genres:
+        text += f" The movie's genres: {', '.join(c.genres)}."
     return text
+
+
+def plain_preamble(conditioning: Conditioning) -> str:
+    """The lines before the first turn in the plain (GPT-2) layout; "" without conditioning."""
+    c = conditioning
+    lines = []
+    if c.film:
+        lines.append(f"Movie: {c.film}")
+    if c.genres:
+        lines.append(f"Genres: {', '.join(c.genres)}")
+    if c.character or c.partner:
+        lines.append(" ".join(part for part in (f"Bot is {c.character}." if c.character else "",
+                                                f"User is {c.partner}." if c.partner else "") if part))
+    return "".join(line + "\n" for line in lines)
 
 
 class DialogueFormat(ABC):
@@ -116,9 +189,8 @@ class PlainFormat(DialogueFormat):
         return " "
 
     def prompt_ids(self, turns: Sequence[Turn], conditioning: Conditioning = NO_CONDITIONING) -> list[int]:
-        ids: list[int] = []
-        if conditioning.genres:
-            ids += self._encode(f"Genres: {', '.join(conditioning.genres)}\n")
+        preamble = plain_preamble(conditioning)
+        ids: list[int] = self._encode(preamble) if preamble else []
         for turn in turns:
             ids += self._encode(self.HEADERS[turn.role]) + self._encode(" " + turn.text) + [self.end_of_turn_id]
         return ids + self._encode(self.HEADERS[BOT])

@@ -18,6 +18,7 @@ from trainer.dataset import (
     padding_fraction,
     random_batches,
 )
+from trainer.recall import FACT_KINDS
 from trainer.splits import SPLITS
 
 CORNELL_MINI = Path(__file__).parent / "fixtures" / "cornell-mini"
@@ -175,3 +176,55 @@ def test_works_with_a_torch_dataloader(corpus, gpt2_tokenizer):
         seen += len(real)
         assert all((batch["labels"][row, n:] == IGNORE_INDEX).all() for row, n in enumerate(real))
     assert seen == len(examples)
+
+
+# --- persona conditioning and recall exchanges ------------------------------------------
+
+
+def test_persona_examples_name_the_replying_character_and_the_film(corpus, chatml_tokenizer):
+    from trainer.cast import name_case, title_case
+
+    sets = _all_splits(corpus, chatml_tokenizer, max_length=256, persona=True, genres=True)
+    checked = 0
+    for split, examples in sets.items():
+        for i in range(len(examples)):
+            conv_index, turn = (int(x) for x in examples.sources[i])
+            conv = corpus.conversations[conv_index]
+            bot = name_case(corpus.characters[conv.utterances[turn].speaker_id].name)
+            user = name_case(corpus.characters[conv.utterances[turn - 1].speaker_id].name)
+            movie = corpus.movies[conv.movie_id]
+            text = chatml_tokenizer.decode(examples[i]["input_ids"])
+            assert f"You are {bot} in the movie {title_case(movie.title)}" in text, text
+            if split != "train":  # held-out prompts are always complete; training ones may drop parts
+                assert f"talking with {user}." in text
+            checked += 1
+    assert checked == corpus.n_exchanges
+
+
+def test_persona_dropout_leaves_parts_out_of_training_prompts_only(corpus, chatml_tokenizer):
+    full = build_examples(corpus, chatml_tokenizer, "train", max_length=256, persona=True)
+    dropped = build_examples(corpus, chatml_tokenizer, "train", max_length=256, persona=True, persona_dropout=0.5)
+    texts = [chatml_tokenizer.decode(dropped[i]["input_ids"]) for i in range(len(dropped))]
+    assert any("You are a character in" in t for t in texts)
+    assert sum(len(dropped[i]["input_ids"]) for i in range(len(dropped))) < full.n_tokens
+    val = build_examples(corpus, chatml_tokenizer, "validation", max_length=256, persona=True, persona_dropout=0.5)
+    val_full = build_examples(corpus, chatml_tokenizer, "validation", max_length=256, persona=True)
+    assert val.n_tokens == val_full.n_tokens
+
+
+def test_recall_share_adds_synthetic_exchanges_whose_fact_stays_in_the_window(corpus, chatml_tokenizer):
+    plain = build_examples(corpus, chatml_tokenizer, "train", max_length=256, persona=True)
+    mixed = build_examples(corpus, chatml_tokenizer, "train", max_length=256, persona=True, recall_share=0.5)
+    synthetic = [i for i in range(len(mixed)) if int(mixed.sources[i][0]) == -1]
+    assert len(mixed) - len(plain) == len(synthetic) == round(0.5 * len(plain)) - mixed.skipped["recall_too_long"]
+    assert synthetic
+    for i in synthetic:
+        item = mixed[i]
+        prompt = chatml_tokenizer.decode(item["input_ids"][: mixed.prompt_lengths[i]])
+        reply = chatml_tokenizer.decode([t for t in item["labels"] if t != IGNORE_INDEX])
+        values = [v for kind in FACT_KINDS.values() for v in kind.values if v in reply]
+        values += [prompt.split("You are ")[1].split(" in the movie")[0]] if not values else []
+        assert values and values[0] in prompt and values[0] in reply, (prompt, reply)  # the answer was said before
+    for split in ("validation", "test"):  # held-out sets stay real dialogue
+        assert build_examples(corpus, chatml_tokenizer, split, max_length=256, persona=True, recall_share=0.5).n_tokens \
+            == build_examples(corpus, chatml_tokenizer, split, max_length=256, persona=True).n_tokens

@@ -33,7 +33,7 @@ def test_format_is_chosen_from_the_tokenizer(gpt2_tokenizer, chatml_tokenizer):
 
 def test_plain_layout_round_trips(gpt2_tokenizer):
     fmt = PlainFormat(gpt2_tokenizer)
-    ids = fmt.prompt_ids(exchange_turns(LINES)[:3], Conditioning(("comedy", "drama")))
+    ids = fmt.prompt_ids(exchange_turns(LINES)[:3], Conditioning(genres=("comedy", "drama")))
     text = gpt2_tokenizer.decode(ids)
     assert text == (
         "Genres: comedy, drama\nUser: Where are you going?<|endoftext|>Bot: Out.<|endoftext|>"
@@ -44,7 +44,7 @@ def test_plain_layout_round_trips(gpt2_tokenizer):
 def test_training_ids_equal_chat_ids_up_to_the_reply(fmt):
     # Chat time: the user has said LINES[0], the bot LINES[1], the user LINES[2].
     history = [Turn(USER, LINES[0]), Turn(BOT, LINES[1]), Turn(USER, LINES[2])]
-    cond = Conditioning(("comedy",))
+    cond = Conditioning(genres=("comedy",))
     chat_prompt = fit_prompt(fmt, history, 1000, cond).ids
 
     # Training time: the same stretch of film dialogue, reply LINES[3].
@@ -102,3 +102,49 @@ def test_training_example_truncates_context_from_the_oldest(fmt):
     reply = "word " * 10
     room = len(fmt.reply_ids(reply)) + 2
     assert training_example(fmt, turns[:-1], reply, room) is None
+
+
+# --- persona conditioning --------------------------------------------------------
+
+PERSONA = Conditioning(character="Bianca", partner="Cameron", movie="10 Things I Hate About You", year=1999,
+                       genres=("comedy", "romance"))
+
+
+def test_plain_layout_names_the_persona(gpt2_tokenizer):
+    ids = PlainFormat(gpt2_tokenizer).prompt_ids([Turn(USER, "Hi.")], PERSONA)
+    assert gpt2_tokenizer.decode(ids) == (
+        "Movie: 10 Things I Hate About You (1999)\nGenres: comedy, romance\nBot is Bianca. User is Cameron.\n"
+        "User: Hi.<|endoftext|>Bot:")
+
+
+def test_chat_template_system_message_names_the_persona(chatml_tokenizer):
+    text = chatml_tokenizer.decode(format_for(chatml_tokenizer).prompt_ids([Turn(USER, "Hi.")], PERSONA))
+    assert ("You are Bianca in the movie 10 Things I Hate About You (1999), talking with Cameron."
+            " Stay in character and reply with one line of dialogue. The movie's genres: comedy, romance.") in text
+
+
+@pytest.mark.parametrize("parts", [{}, {"character": "Bianca"}, {"partner": "Cameron"}, {"movie": "Heat"},
+                                   {"movie": "Heat", "year": 1995, "character": "Neil"}])
+def test_every_subset_of_the_persona_gives_identical_training_and_chat_ids(fmt, parts):
+    cond = Conditioning(**parts)
+    history = [Turn(USER, LINES[0]), Turn(BOT, LINES[1]), Turn(USER, LINES[2])]
+    chat_prompt = fit_prompt(fmt, history, 1000, cond).ids
+    example = training_example(fmt, exchange_turns(LINES)[:-1], LINES[-1], 1000, cond)
+    assert example.input_ids[: len(chat_prompt)] == chat_prompt and example.prompt_length == len(chat_prompt)
+    for name, value in parts.items():  # each given part is in the prompt, each missing one is not
+        assert str(value) in fmt.decode(chat_prompt)
+
+
+def test_no_persona_keeps_the_prompt_the_first_models_were_trained_with(chatml_tokenizer):
+    text = chatml_tokenizer.decode(format_for(chatml_tokenizer).prompt_ids([Turn(USER, "Hi.")],
+                                                                            Conditioning(genres=("drama",))))
+    assert ("You are a character in a movie. Stay in character and reply with one short line of dialogue."
+            " The movie's genres: drama.") in text
+
+
+def test_conditioning_round_trips_through_its_stored_form():
+    assert Conditioning.from_dict(PERSONA.to_dict()) == PERSONA
+    assert Conditioning.from_dict({"genres": ["Crime "]}) == Conditioning(genres=("crime",))  # rows of schema v1
+    assert Conditioning.from_dict(None) == Conditioning()
+    assert PERSONA.describe() == "Bianca (to Cameron) · 10 Things I Hate About You (1999) · comedy, romance"
+    assert Conditioning(character="  Rick \n Blaine ").character == "Rick Blaine"

@@ -98,3 +98,44 @@ def test_moviechat_train_uses_it(tiny_gpt2_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "reply_loss", lambda *a, **k: calls.append(1) or reply_loss(*a, **k))
     train_module.train(tiny_config(tiny_gpt2_dir, tmp_path / "run", max_steps=2, eval_steps=2), log=quiet)
     assert len(calls) >= 2  # every training step (and the evaluations) went through the reply loss
+
+
+def _lora(seed_b: float):
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(tiny("llama"), LoraConfig(task_type="CAUSAL_LM", r=4, target_modules="all-linear",
+                                                     lora_dropout=0.0))
+    for name, param in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=seed_b) if seed_b else torch.nn.init.zeros_(param)
+    return model
+
+
+def test_the_kl_term_is_zero_while_the_adapter_changes_nothing():
+    model, inputs = _lora(0.0), batch()  # B = 0: tuned == base
+    assert torch.allclose(reply_loss(model, inputs, kl_weight=1.0), reply_loss(model, inputs), atol=1e-6)
+
+
+def test_the_kl_term_measures_the_distance_to_the_base_and_pulls_towards_it():
+    import torch.nn.functional as F
+
+    model, inputs = _lora(0.5), batch()
+    targets = inputs["labels"][:, 1:]
+    keep = targets != IGNORE_INDEX
+    tuned = model(**{k: v for k, v in inputs.items() if k != "labels"}).logits[:, :-1][keep]
+    with torch.no_grad(), model.disable_adapter():
+        base = model(**{k: v for k, v in inputs.items() if k != "labels"}).logits[:, :-1][keep]
+    p_base = F.softmax(base, -1)
+    expected_kl = (p_base * (F.log_softmax(base, -1) - F.log_softmax(tuned, -1))).sum() / keep.sum()
+    plain = reply_loss(model, inputs)
+    with_kl = reply_loss(model, inputs, kl_weight=0.3)
+    assert expected_kl > 0
+    assert torch.allclose(with_kl - plain, 0.3 * expected_kl, atol=1e-5)
+    # Its gradient alone moves the adapter towards the base: one small step lowers the KL.
+    model.zero_grad()
+    (with_kl - plain).backward()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if param.grad is not None:
+                param -= 0.05 * param.grad
+    assert (reply_loss(model, inputs, kl_weight=0.3) - reply_loss(model, inputs)).item() < (with_kl - plain).item()

@@ -219,6 +219,14 @@ def add_train_command(subparsers) -> None:
                         help="comma-separated module names or all-linear (default)")
     parser.add_argument("--max-length", type=int, default=d.max_length, metavar="N", help="tokens per example")
     parser.add_argument("--no-genres", dest="genres", action="store_false", help="no genre conditioning")
+    parser.add_argument("--persona", action="store_true",
+                        help="name the bot's character, the user's character and the film in each prompt")
+    parser.add_argument("--persona-dropout", type=float, default=d.persona_dropout, metavar="P",
+                        help=f"with --persona: chance each part is left out of a training prompt (default {d.persona_dropout})")
+    parser.add_argument("--recall-share", type=float, default=d.recall_share, metavar="F",
+                        help="synthetic recall exchanges per real training example, e.g. 0.15 (default 0)")
+    parser.add_argument("--kl-weight", type=float, default=d.kl_weight, metavar="W",
+                        help="LoRA: add W x KL(base || tuned) at reply tokens (default 0: off)")
     parser.add_argument("--batch-size", type=int, default=d.batch_size, metavar="N", help="effective batch (examples/step)")
     parser.add_argument("--micro-batch", type=int, metavar="N", help="pin the micro-batch (default: memory planner)")
     parser.add_argument("--max-memory", default=d.max_memory, metavar="SIZE", help=f"memory budget (default {d.max_memory})")
@@ -326,6 +334,29 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- cast --------------------------------------------------------------------
+
+
+def add_cast_command(subparsers) -> None:
+    from moviechat_tui.cast import CAST_FILE
+
+    parser = subparsers.add_parser("cast", help="build the cast file (films and characters) from the corpus metadata")
+    parser.add_argument("--corpus", metavar="PATH", required=True, help="corpus dir or zip with the metadata files")
+    parser.add_argument("--out", type=Path, default=CAST_FILE, metavar="FILE",
+                        help="where to write it (default: the file shipped in the package)")
+    parser.set_defaults(func=run_cast)
+
+
+def run_cast(args: argparse.Namespace) -> int:
+    from trainer.cast import build_cast, write_cast
+
+    cast = build_cast(args.corpus)
+    path = write_cast(cast, args.out)
+    characters = sum(len(m["characters"]) for m in cast["movies"])
+    print(f"wrote {path}: {len(cast['movies']):,} films, {characters:,} characters")
+    return 0
+
+
 # --- entry point -------------------------------------------------------------
 
 
@@ -336,6 +367,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_command(subparsers)
     add_train_command(subparsers)
     add_export_command(subparsers)
+    add_cast_command(subparsers)
     return parser
 
 

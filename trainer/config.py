@@ -23,6 +23,9 @@ class TrainConfig:
     # data
     max_length: int = 256
     genres: bool = True  # condition on the movie's genres
+    persona: bool = False  # condition on the bot's and the user's characters and the film
+    persona_dropout: float = 0.15  # with persona: each part left out of a training prompt with this chance
+    recall_share: float = 0.0  # synthetic recall exchanges per real training example (trainer.recall)
     ratios: tuple[float, float, float] = DEFAULT_RATIOS
     salt: str = DEFAULT_SALT
     eval_examples: int = 500  # validation examples scored at each evaluation (0 = all)
@@ -33,6 +36,7 @@ class TrainConfig:
     max_memory: str = "16GB"
     learning_rate: float | None = None  # None = 5e-5 full fine-tune, 3e-4 LoRA
     weight_decay: float = 0.0
+    kl_weight: float = 0.0  # LoRA only: + kl_weight x KL(base || tuned) at reply tokens, keeps the base's habits
     warmup_ratio: float = 0.03
     epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides epochs

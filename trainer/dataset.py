@@ -36,7 +36,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from functools import cached_property, lru_cache
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -44,10 +44,12 @@ from torch.utils.data import Dataset, Sampler
 
 from moviechat_tui.dialogue import IGNORE_INDEX, NO_CONDITIONING, Conditioning, exchange_turns, format_for, training_example
 from moviechat_tui.paths import cache_dir
+from trainer.cast import name_case, title_case
 from trainer.corpus import Corpus, corpus_hash
+from trainer.recall import recall_exchange
 from trainer.splits import DEFAULT_RATIOS, DEFAULT_SALT, SPLITS
 
-DATASET_VERSION = 1  # bump when the way examples are built changes
+DATASET_VERSION = 2  # bump when the way examples are built changes
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,32 @@ class ExampleSettings:
     genres: bool = False  # condition on the movie's genres (Conditioning.from_genres)
     ratios: tuple[float, float, float] = DEFAULT_RATIOS
     salt: str = DEFAULT_SALT
+    persona: bool = False  # name the bot's character, the user's character and the film
+    persona_dropout: float = 0.0  # train split only: each persona part left out with this chance
+    recall_share: float = 0.0  # train split only: synthetic recall exchanges per real example
+
+
+def example_conditioning(corpus: Corpus, conv, turn: int, settings: ExampleSettings,
+                         rng: random.Random | None = None) -> Conditioning:
+    """The conditioning of reply `turn` of `conv`: its speaker is the bot, the previous line's the user.
+
+    With `rng` (training examples), each part is dropped with `settings.persona_dropout`, so a
+    chat that names only some of them (or none) is what the model has seen too."""
+    if not settings.persona:
+        return Conditioning.from_genres(corpus.movies[conv.movie_id].genres) if settings.genres else NO_CONDITIONING
+    movie = corpus.movies[conv.movie_id]
+    bot_id = conv.utterances[turn].speaker_id
+    user_id = conv.utterances[turn - 1].speaker_id if turn > 0 else ""
+    name = lambda char_id: name_case(corpus.characters[char_id].name) if char_id in corpus.characters else ""  # noqa: E731
+    keep = (lambda: rng.random() >= settings.persona_dropout) if rng else (lambda: True)  # noqa: E731
+    film = keep()
+    return Conditioning(
+        character=name(bot_id) if keep() else "",
+        partner=name(user_id) if user_id != bot_id and keep() else "",
+        movie=title_case(movie.title) if film else "",
+        year=movie.year if film else None,
+        genres=movie.genres if settings.genres and keep() else (),
+    )
 
 
 class ExampleSet(Dataset):
@@ -122,20 +150,32 @@ def build_examples(
     ratios: Sequence[float] = DEFAULT_RATIOS,
     salt: str = DEFAULT_SALT,
     cache: bool = True,
+    persona: bool = False,
+    persona_dropout: float = 0.0,
+    recall_share: float = 0.0,
+    conditioning_of: "Callable[[int, int], Conditioning] | None" = None,
 ) -> ExampleSet:
     """The examples of `split` ("train", "validation", "test"), from the disk cache when possible.
 
     All three splits are built (and cached) together on a miss; replies that
     cannot be used are counted in `ExampleSet.skipped`: "empty_reply", "no_context"
     (the turn before is empty), "too_long" (the reply alone exceeds max_length).
+
+    `conditioning_of(conversation index, reply turn)` replaces each example's conditioning
+    (the persona test uses it to give every conversation another one's); such sets are not cached.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    settings = ExampleSettings(max_length, genres, tuple(float(r) for r in ratios), salt)
+    if not (0 <= persona_dropout < 1 and 0 <= recall_share <= 1):
+        raise ValueError("persona_dropout must be in [0, 1) and recall_share in [0, 1]")
+    settings = ExampleSettings(max_length, genres, tuple(float(r) for r in ratios), salt, persona,
+                               float(persona_dropout), float(recall_share))
+    if conditioning_of is not None:
+        cache = False
     directory = dataset_cache_path(corpus, tokenizer, settings)
     if cache and (directory / "meta.json").is_file():
         return _load_split(directory, split)
-    built = _build_all(corpus, tokenizer, settings)
+    built = _build_all(corpus, tokenizer, settings, conditioning_of)
     if not cache:
         return built[split]
     _save(directory, built, corpus, tokenizer, settings)
@@ -196,7 +236,7 @@ class _MemoTokenizer:
         return len(self._tokenizer)
 
 
-def _build_all(corpus: Corpus, tokenizer, settings: ExampleSettings) -> dict[str, ExampleSet]:
+def _build_all(corpus: Corpus, tokenizer, settings: ExampleSettings, conditioning_of=None) -> dict[str, ExampleSet]:
     fmt = format_for(_MemoTokenizer(tokenizer))
     movie_split = corpus.split_of_movies(settings.ratios, settings.salt)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else fmt.end_of_turn_id
@@ -209,9 +249,8 @@ def _build_all(corpus: Corpus, tokenizer, settings: ExampleSettings) -> dict[str
     # array("i"): 4 bytes per id while building (a list of ints would take ~36)
     parts = {s: {"ids": array("i"), "lengths": [], "prompts": [], "sources": [], "skipped": Counter(), "truncated": 0} for s in SPLITS}
     for conv_index, conv in enumerate(corpus.conversations):
-        part = parts[movie_split[conv.movie_id]]
-        movie = corpus.movies[conv.movie_id]
-        conditioning = Conditioning.from_genres(movie.genres) if settings.genres else NO_CONDITIONING
+        split = movie_split[conv.movie_id]
+        part = parts[split]
         lines = conv.texts
         start = 0  # the context never reaches back past an empty (silent or lost) turn
         for turn in range(1, len(lines)):
@@ -231,6 +270,11 @@ def _build_all(corpus: Corpus, tokenizer, settings: ExampleSettings) -> dict[str
                 budget -= _lower_bound(text_tokens[lines[first]])
             first = min(first, turn - 1)  # always offer the newest turn; the format decides
             context = exchange_turns(lines[first : turn + 1])[:-1]
+            if conditioning_of is not None:
+                conditioning = conditioning_of(conv_index, turn)
+            else:
+                rng = random.Random(f"{settings.salt}:{conv.id}:{turn}") if split == "train" else None
+                conditioning = example_conditioning(corpus, conv, turn, settings, rng)
             try:
                 example = training_example(fmt, context, reply, settings.max_length, conditioning)
             except ValueError:  # fit_prompt: not even an empty turn fits beside the reply
@@ -245,6 +289,9 @@ def _build_all(corpus: Corpus, tokenizer, settings: ExampleSettings) -> dict[str
             part["prompts"].append(example.prompt_length)
             part["sources"].append((conv_index, turn))
 
+    if settings.recall_share > 0:
+        _add_recall_examples(parts["train"], fmt, corpus, settings, movie_split)
+
     return {
         split: ExampleSet(
             split,
@@ -258,6 +305,31 @@ def _build_all(corpus: Corpus, tokenizer, settings: ExampleSettings) -> dict[str
         )
         for split, p in parts.items()
     }
+
+
+def _add_recall_examples(part: dict, fmt, corpus: Corpus, settings: ExampleSettings, movie_split) -> None:
+    """recall_share x (real examples) synthetic recall exchanges (trainer.recall), with personas and
+    filler exchanges from training films; sources (-1, k) mark them."""
+    train = [(i, c) for i, c in enumerate(corpus.conversations) if movie_split[c.movie_id] == "train"]
+    fillers = [(c.texts[t - 1], c.texts[t]) for _, c in train for t in range(1, len(c.texts))
+               if c.texts[t - 1] and c.texts[t] and len(c.texts[t - 1]) + len(c.texts[t]) < 160]
+    wanted = round(settings.recall_share * len(part["lengths"]))
+    if not train or not wanted:
+        return
+    rng = random.Random(f"{settings.salt}:recall")
+    for k in range(wanted):
+        _, conv = rng.choice(train)
+        turn = rng.randrange(1, len(conv.utterances))
+        conditioning = example_conditioning(corpus, conv, turn, settings, rng)
+        exchange = recall_exchange(rng, fillers, conditioning)
+        example = training_example(fmt, exchange.context, exchange.reply, settings.max_length, conditioning)
+        if example is None or example.dropped_turns:  # the fact must stay in the window
+            part["skipped"]["recall_too_long"] += 1
+            continue
+        part["ids"].extend(example.input_ids)
+        part["lengths"].append(len(example.input_ids))
+        part["prompts"].append(example.prompt_length)
+        part["sources"].append((-1, k))
 
 
 def _lower_bound(text_tokens: int) -> int:

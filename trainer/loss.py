@@ -55,12 +55,22 @@ def reply_logits(model, input_ids, attention_mask, keep) -> torch.Tensor:
     return lm.get_output_embeddings()(hidden[:, :-1][keep])                     # (n, V)
 
 
-def reply_loss(model, inputs: dict, num_items_in_batch=None) -> torch.Tensor:
-    """Summed cross-entropy over reply tokens / num_items_in_batch (or their count in this batch)."""
+def reply_loss(model, inputs: dict, num_items_in_batch=None, kl_weight: float = 0.0) -> torch.Tensor:
+    """Summed cross-entropy over reply tokens / num_items_in_batch (or their count in this batch).
+
+    With `kl_weight` (a peft model only), plus kl_weight x KL(base || tuned) summed over the same
+    tokens, the base being the model with its adapter turned off: the tuned model is pulled to
+    keep every continuation the base finds likely (such as naming a fact from earlier turns)
+    while it learns the films' register."""
     targets = inputs["labels"][:, 1:]                                           # (b, s-1)
     keep = targets != IGNORE_INDEX                                              # (b, s-1)
     logits = reply_logits(model, inputs["input_ids"], inputs.get("attention_mask"), keep)
     loss = F.cross_entropy(logits.float(), targets[keep], reduction="sum")
+    if kl_weight:
+        with torch.no_grad(), model.disable_adapter():
+            base = reply_logits(model, inputs["input_ids"], inputs.get("attention_mask"), keep)  # (n, V)
+        loss = loss + kl_weight * F.kl_div(F.log_softmax(logits.float(), -1), F.log_softmax(base.float(), -1),
+                                           log_target=True, reduction="sum")
     if num_items_in_batch is None:
         return loss / keep.sum().clamp(min=1)
     if torch.is_tensor(num_items_in_batch):

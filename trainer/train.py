@@ -195,13 +195,18 @@ def package_versions() -> dict:
 
 class MovieTrainer(Trainer):
     """Trainer with length-bucketed batches (same order for a seed and epoch), the loss computed at
-    reply tokens only (trainer.loss) and atomic checkpoints."""
+    reply tokens only (trainer.loss), optionally a KL term to the base, and atomic checkpoints."""
+
+    def __init__(self, *args, kl_weight: float = 0.0, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.kl_weight = kl_weight
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # Under DDP the forward must go through the wrapper (it syncs gradients): use the model's own loss there.
         if model is not self.accelerator.unwrap_model(model) or not supports_reply_loss(model) or "labels" not in inputs:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-        loss = reply_loss(model, inputs, num_items_in_batch)
+        kl_weight = self.kl_weight if model.training else 0.0  # validation loss stays the plain reply loss
+        loss = reply_loss(model, inputs, num_items_in_batch, kl_weight=kl_weight)
         return (loss, {"loss": loss}) if return_outputs else loss
 
     def get_train_dataloader(self) -> DataLoader:
@@ -304,13 +309,17 @@ def train(config: TrainConfig, log=print, callbacks=()) -> TrainResult:
 
     model, tokenizer = load_base(config.base, config.seed)
     precision = choose_precision(config.precision, warn=say)
-    data_args = dict(max_length=config.max_length, genres=config.genres, ratios=config.ratios, salt=config.salt)
+    data_args = dict(max_length=config.max_length, genres=config.genres, ratios=config.ratios, salt=config.salt,
+                     persona=config.persona, persona_dropout=config.persona_dropout if config.persona else 0.0,
+                     recall_share=config.recall_share)
     train_set = build_examples(corpus, tokenizer, "train", **data_args)
     val_set = build_examples(corpus, tokenizer, "validation", **data_args)
     if len(train_set) == 0 or len(val_set) == 0:
         raise TrainError(f"the corpus has {len(train_set)} training and {len(val_set)} validation examples; need both")
     eval_set = _eval_subset(val_set, config.eval_examples, config.seed)
 
+    if config.kl_weight and not config.lora:
+        raise TrainError("--kl-weight needs --lora (the base is the model with its adapter turned off)")
     if config.lora:
         model = add_lora(model, config)
     shape = ModelShape.of(model)
@@ -368,7 +377,7 @@ def train(config: TrainConfig, log=print, callbacks=()) -> TrainResult:
         callbacks.append(RichProgressCallback())
     if config.patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.patience))
-    trainer = MovieTrainer(model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
+    trainer = MovieTrainer(kl_weight=config.kl_weight, model=model, args=args, train_dataset=train_set, eval_dataset=eval_set,
                            data_collator=Collator(train_set.pad_id), processing_class=tokenizer, callbacks=callbacks)
     if config.progress:  # the bar shows the loss; no raw log dicts printed over it
         from transformers.trainer_callback import PrinterCallback
