@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from moviechat_tui.dialogue import BOT, USER, Turn  # noqa: E402
+from moviechat_tui.core.dialogue import BOT, USER, Turn  # noqa: E402
 
 TARGETS = {"decode_speed_ratio": 5.0, "ttft_ms_10_turns": 150.0, "first_reply_s": 5.0, "quality_loss_pct": 2.0}
 
@@ -91,7 +91,7 @@ def machine() -> dict:
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
     mem = next((int(line.split()[1]) // 1024 for line in Path("/proc/meminfo").read_text().splitlines()
                 if line.startswith("MemTotal")), None) if Path("/proc/meminfo").exists() else None
-    from moviechat_tui import fast
+    from moviechat_tui.core.backends import ct2 as fast
 
     return {
         "cpu": cpu, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)), "memory_mb": mem,
@@ -154,7 +154,7 @@ def baseline_run(model, prompt_ids: list[int], n: int, stop_id: int) -> dict:
 
 
 def engine_run(view, prompt_ids: list[int], n: int) -> dict:
-    from moviechat_tui.generation import GenerationSettings, stream_reply
+    from moviechat_tui.core.generation import GenerationSettings, stream_reply
 
     settings = GenerationSettings(temperature=0, repetition_penalty=1.0, no_repeat_ngram_size=0, max_new_tokens=n)
     stream = stream_reply(view, prompt_ids, settings)
@@ -227,8 +227,8 @@ def continuing(view, turns: int, prompt: list[int], runs: int) -> dict:
     """First token when the conversation goes on: what the engine does after each reply
     (generation.warm_prefix on the history before the newest message) has been done while the
     user typed, so the reply prefills only the new message."""
-    from moviechat_tui.dialogue import next_turn_prefix
-    from moviechat_tui.generation import warm_prefix
+    from moviechat_tui.core.dialogue import next_turn_prefix
+    from moviechat_tui.core.generation import warm_prefix
 
     prefix = next_turn_prefix(view.format, history(turns)[:-1], view.context_window)
     if prompt[: len(prefix)] != prefix or warm_prefix(view, prefix, wait=True) is None:
@@ -300,7 +300,7 @@ def profile(baseline, default, config: BenchConfig, turns: int = 10) -> dict:
         out["ctranslate2_engine"] = _summary(engine)
         out["engine_overhead_ms_per_token"] = _ms_per_token_gap(out["ctranslate2_engine"]["decode_tok_s"],
                                                                  out["ctranslate2_raw"]["decode_tok_s"])
-    from moviechat_tui.generation import cache_keyword
+    from moviechat_tui.core.generation import cache_keyword
 
     cache_arg = cache_keyword(baseline.model)
     forward = []
@@ -330,8 +330,8 @@ def quality(baseline, default) -> dict:
     import numpy as np
     import torch
 
-    from moviechat_tui.fast import CALIBRATION
-    from moviechat_tui.generation import GenerationSettings, stream_reply
+    from moviechat_tui.core.backends.ct2 import CALIBRATION
+    from moviechat_tui.core.generation import GenerationSettings, stream_reply
 
     if default.fast is None:
         return {"skipped": f"the default path is {default.backend}: nothing to compare"}
@@ -371,9 +371,9 @@ def quality(baseline, default) -> dict:
 PROBE = r"""
 import json, sys, time
 t0 = time.perf_counter()
-from moviechat_tui.models import load_model
-from moviechat_tui.generation import GenerationSettings, stream_reply
-from moviechat_tui.dialogue import Turn
+from moviechat_tui.core.loading import load_model
+from moviechat_tui.core.generation import GenerationSettings, stream_reply
+from moviechat_tui.core.dialogue import Turn
 t1 = time.perf_counter()
 loaded = load_model(sys.argv[1], backend=sys.argv[2])
 t2 = time.perf_counter()
@@ -449,7 +449,7 @@ def launch_to_first_reply(spec: str, runs: int, log) -> dict:
 
 
 def run(config: BenchConfig, log=lambda message: None) -> dict:
-    from moviechat_tui.models import load_model
+    from moviechat_tui.core.loading import load_model
 
     started = time.perf_counter()
     report: dict = {"model": config.model, "config": asdict(config), "machine": machine()}
@@ -590,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    from moviechat_tui.models import ModelLoadError
+    from moviechat_tui.core.loading import ModelLoadError
 
     log = (lambda message: print(message, file=sys.stderr, flush=True)) if args.json else print
     try:

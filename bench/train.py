@@ -148,7 +148,7 @@ def small_base(directory: Path, seed: int = 0) -> str:
     """A 4-layer GPT-2 (random init, GPT-2 tokenizer) saved as a model dir: loads like any spec."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from moviechat_tui.paths import gpt2_tokenizer
+    from moviechat_tui.core.paths import gpt2_tokenizer
 
     tokenizer = gpt2_tokenizer()
     torch.manual_seed(seed)

@@ -32,7 +32,7 @@ def one_setting(rows: int, length: int, loss_kind: str, steps: int) -> dict:
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from moviechat_tui.dialogue import IGNORE_INDEX
+    from moviechat_tui.core.dialogue import IGNORE_INDEX
     from trainer.loss import reply_loss
 
     torch.manual_seed(0)

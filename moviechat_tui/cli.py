@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .paths import default_db_path
+from .core.paths import default_db_path
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
@@ -99,13 +99,13 @@ def _db_path(args) -> Path:
 
 
 def _open_store(args):
-    from .store import Store
+    from .core.store import Store
 
     return Store(_db_path(args))
 
 
 def _settings_from(args):
-    from .generation import GenerationSettings
+    from .core.generation import GenerationSettings
 
     return GenerationSettings().replace(
         temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
@@ -115,7 +115,7 @@ def _settings_from(args):
 
 
 def cmd_chat(args) -> int:
-    from .engine import ChatEngine, EngineError
+    from .core.engine import ChatEngine, EngineError
 
     interactive = sys.stdin.isatty()
     store = _open_store(args)
@@ -222,7 +222,7 @@ def cmd_replay(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .engine import ChatEngine
+    from .core.engine import ChatEngine
 
     text = ChatEngine(_open_store(args)).export(args.id, args.format)
     if args.output:
@@ -250,7 +250,7 @@ def cmd_search(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .models import describe_specs
+    from .core.loading import describe_specs
 
     table = Table("spec", "resolves to", "offline", "note", box=None)
     for info in describe_specs(args.specs):
@@ -280,7 +280,7 @@ def cmd_web(args) -> int:
 
 def _run_app(args, replay: int | None = None) -> int:
     try:
-        from .app import run_app
+        from .tui.app import run_app
     except ImportError:
         err.print("[yellow]the terminal app is not available yet; starting line-mode chat[/]")
         return cmd_chat(build_parser().parse_args(["chat", *_passthrough(args)]))
@@ -306,10 +306,10 @@ COMMANDS = {"chat": cmd_chat, "list": cmd_list, "replay": cmd_replay, "export": 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
-    from .engine import EngineError
-    from .generation import SettingsError
-    from .models import ModelLoadError
-    from .store import StoreError
+    from .core.engine import EngineError
+    from .core.generation import SettingsError
+    from .core.loading import ModelLoadError
+    from .core.store import StoreError
 
     try:
         if args.command is None:

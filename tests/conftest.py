@@ -21,7 +21,7 @@ def _isolated_dirs(tmp_path_factory, monkeypatch):
 
 @pytest.fixture(scope="session")
 def gpt2_tokenizer():
-    from moviechat_tui.paths import gpt2_tokenizer
+    from moviechat_tui.core.paths import gpt2_tokenizer
 
     return gpt2_tokenizer()
 
@@ -29,7 +29,7 @@ def gpt2_tokenizer():
 @pytest.fixture(scope="session")
 def chatml_tokenizer():
     """GPT-2's BPE plus ChatML tokens and template: a stand-in for SmolLM2's tokenizer."""
-    from moviechat_tui.paths import gpt2_tokenizer
+    from moviechat_tui.core.paths import gpt2_tokenizer
 
     tok = gpt2_tokenizer()
     tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 import time
 
-from moviechat_tui.store import Store
+from moviechat_tui.core.store import Store
 
 
 def stream(db: str) -> None:

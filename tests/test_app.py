@@ -11,12 +11,12 @@ import pytest
 from textual import events
 from textual.widgets import Input, Static
 
-from moviechat_tui import store as store_module
-from moviechat_tui.app import COMMANDS, MovieChatApp
-from moviechat_tui.engine import ChatEngine
-from moviechat_tui.generation import GenerationSettings, SettingsError
-from moviechat_tui.models import ModelLoadError, load_model
-from moviechat_tui.store import Store
+from moviechat_tui.core import store as store_module
+from moviechat_tui.tui.app import COMMANDS, MovieChatApp
+from moviechat_tui.core.engine import ChatEngine
+from moviechat_tui.core.generation import GenerationSettings, SettingsError
+from moviechat_tui.core.loading import ModelLoadError, load_model
+from moviechat_tui.core.store import Store
 from moviechat_tui.tui.replay import ReplayScreen
 from moviechat_tui.tui.screens import ConfirmScreen, HelpScreen, PromptScreen, SettingsScreen
 from moviechat_tui.tui.widgets import ConversationList, MessageView

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from moviechat_tui.cast import CAST_FILE, CastError, load_cast
-from moviechat_tui.dialogue import Conditioning
+from moviechat_tui.core.cast import CAST_FILE, CastError, load_cast
+from moviechat_tui.core.dialogue import Conditioning
 from trainer.cast import build_cast, name_case, title_case, write_cast
 from trainer.cli import main as train_main
 

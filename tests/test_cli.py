@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from moviechat_tui.store import Store
+from moviechat_tui.core.store import Store
 
 
 def run(*args, stdin="", env_db=None):

@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 import trainer.dataset as dataset_module
-from moviechat_tui.dialogue import IGNORE_INDEX, exchange_turns, format_for, training_example
+from moviechat_tui.core.dialogue import IGNORE_INDEX, exchange_turns, format_for, training_example
 from trainer.corpus import Conversation, Utterance, load_corpus
 from trainer.dataset import (
     Collator,

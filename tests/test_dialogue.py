@@ -2,7 +2,7 @@
 
 import pytest
 
-from moviechat_tui.dialogue import (
+from moviechat_tui.core.dialogue import (
     BOT,
     IGNORE_INDEX,
     USER,

@@ -9,11 +9,11 @@ import textwrap
 
 import pytest
 
-from moviechat_tui import engine as engine_module
-from moviechat_tui.engine import ChatEngine, EngineError
-from moviechat_tui.generation import GenerationSettings
-from moviechat_tui.models import ModelLoadError, load_model
-from moviechat_tui.store import Store, UnknownConversation
+from moviechat_tui.core import engine as engine_module
+from moviechat_tui.core.engine import ChatEngine, EngineError
+from moviechat_tui.core.generation import GenerationSettings
+from moviechat_tui.core.loading import ModelLoadError, load_model
+from moviechat_tui.core.store import Store, UnknownConversation
 
 FAST = GenerationSettings(temperature=0, max_new_tokens=12, repetition_penalty=1.0, no_repeat_ngram_size=0)
 
@@ -175,10 +175,10 @@ def test_export_markdown_and_json(engine):
 KILLED_WRITER = textwrap.dedent(
     """
     import sys
-    from moviechat_tui.engine import ChatEngine
-    from moviechat_tui.generation import GenerationSettings
-    from moviechat_tui.models import load_model
-    from moviechat_tui.store import Store
+    from moviechat_tui.core.engine import ChatEngine
+    from moviechat_tui.core.generation import GenerationSettings
+    from moviechat_tui.core.loading import load_model
+    from moviechat_tui.core.store import Store
 
     engine = ChatEngine(Store(sys.argv[1]), sys.argv[2], GenerationSettings(max_new_tokens=2000, temperature=1.0))
     conversation = engine.new_conversation()

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from moviechat_tui.dialogue import IGNORE_INDEX
-from moviechat_tui.models import load_model
+from moviechat_tui.core.dialogue import IGNORE_INDEX
+from moviechat_tui.core.loading import load_model
 from trainer.cli import main
 from trainer.corpus import load_corpus
 from trainer.dataset import build_examples

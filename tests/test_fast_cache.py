@@ -6,11 +6,12 @@ import shutil
 import pytest
 import torch
 
-from moviechat_tui import fast, models
-from moviechat_tui.dialogue import USER, Turn
-from moviechat_tui.generation import GenerationSettings, stream_reply
-from moviechat_tui.models import ModelLoadError, load_model
-from moviechat_tui.paths import cache_dir
+from moviechat_tui.core.backends import ct2 as fast
+from moviechat_tui.core import loading as models
+from moviechat_tui.core.dialogue import USER, Turn
+from moviechat_tui.core.generation import GenerationSettings, stream_reply
+from moviechat_tui.core.loading import ModelLoadError, load_model
+from moviechat_tui.core.paths import cache_dir
 
 GREEDY = GenerationSettings(temperature=0, repetition_penalty=1.0, no_repeat_ngram_size=0, max_new_tokens=8)
 

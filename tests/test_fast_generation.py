@@ -8,9 +8,9 @@ out by hand, and int8 rounding can't change the ranking.
 import pytest
 import torch
 
-from moviechat_tui.dialogue import USER, Turn
-from moviechat_tui.generation import GenerationSettings, stream_reply, uses_fast_path
-from moviechat_tui.models import load_model
+from moviechat_tui.core.dialogue import USER, Turn
+from moviechat_tui.core.generation import GenerationSettings, stream_reply, uses_fast_path
+from moviechat_tui.core.loading import load_model
 
 BACKENDS = ["ctranslate2", "transformers"]
 GREEDY = GenerationSettings(temperature=0, repetition_penalty=1.0, no_repeat_ngram_size=0, max_new_tokens=12)

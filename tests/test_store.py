@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from moviechat_tui import store as store_module
-from moviechat_tui.store import (
+from moviechat_tui.core import store as store_module
+from moviechat_tui.core.store import (
     CorruptDatabase,
     DatabaseLocked,
     NewerSchemaError,

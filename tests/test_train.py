@@ -11,7 +11,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from moviechat_tui.dialogue import IGNORE_INDEX
+from moviechat_tui.core.dialogue import IGNORE_INDEX
 from trainer.config import TrainConfig
 from trainer.train import TrainError, TrainingInterrupted, train
 
@@ -50,9 +50,9 @@ def test_loss_decreases_and_the_run_dir_is_a_model(tiny_gpt2_dir, tmp_path):
     assert meta["peak_memory_gb"] > 0 and (out / "loss.png").stat().st_size > 0
 
     # moviechat-tui --model DIR: the run directory loads as a model spec and talks.
-    from moviechat_tui.dialogue import Turn
-    from moviechat_tui.generation import GenerationSettings, stream_reply
-    from moviechat_tui.models import load_model
+    from moviechat_tui.core.dialogue import Turn
+    from moviechat_tui.core.generation import GenerationSettings, stream_reply
+    from moviechat_tui.core.loading import load_model
 
     loaded = load_model(str(out))
     for name, value in result.model.state_dict().items():
@@ -149,7 +149,7 @@ def test_refuses_another_runs_dir_and_a_corrupt_checkpoint(tiny_gpt2_dir, tmp_pa
 
 
 def test_lora_run_loads_on_its_base(tiny_gpt2_dir, tmp_path):
-    from moviechat_tui.models import load_model
+    from moviechat_tui.core.loading import load_model
 
     out = tmp_path / "lora"
     train(tiny_config(tiny_gpt2_dir, out, lora=True, lora_targets="c_attn", max_steps=2, eval_steps=2), log=quiet)
@@ -175,7 +175,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 
 def test_an_interrupted_run_exports_its_best_checkpoint(tiny_gpt2_dir, tmp_path):
-    from moviechat_tui.models import load_model
+    from moviechat_tui.core.loading import load_model
     from trainer.train import export_checkpoint
 
     out, dest = tmp_path / "run", tmp_path / "exported"

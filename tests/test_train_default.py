@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from moviechat_tui import models
+from moviechat_tui.core import loading as models
 
 CORNELL_MINI = Path(__file__).parent / "fixtures" / "cornell-mini"
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from moviechat_tui.store import Store
+from moviechat_tui.core.store import Store
 from web.markup import WORD_JOINER
 
 CHROMIUM = Path("/usr/bin/chromium")

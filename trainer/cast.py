@@ -5,7 +5,7 @@
 The metadata files of the Cornell release list all 617 films and 9,035 characters (even when a
 subset holds the lines of only some films). Names are stored as people read them: the corpus
 writes "BIANCA" and "10 things i hate about you"; the file says "Bianca" and
-"10 Things I Hate About You". `moviechat_tui.cast` reads the file.
+"10 Things I Hate About You". `moviechat_tui.core.cast` reads the file.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 import re
 from pathlib import Path
 
-from moviechat_tui.cast import CAST_VERSION
+from moviechat_tui.core.cast import CAST_VERSION
 from trainer.corpus import CorpusError, _quoted_list, _records, _Source, _year
 
 _SMALL_WORDS = {"a", "an", "and", "as", "at", "but", "by", "for", "from", "in", "into", "of", "on", "or",

@@ -49,7 +49,7 @@ def resolve_corpus(args: argparse.Namespace) -> Corpus:
 def load_tokenizer(spec: str):
     """`gpt2` = the GPT-2 vocabulary bundled with the package; anything else = a local tokenizer dir or hub id."""
     if spec == BUNDLED_TOKENIZER:
-        from moviechat_tui.paths import gpt2_tokenizer
+        from moviechat_tui.core.paths import gpt2_tokenizer
 
         return gpt2_tokenizer()
     from transformers import AutoTokenizer
@@ -291,7 +291,7 @@ def add_eval_command(subparsers) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    from moviechat_tui.models import ModelLoadError
+    from moviechat_tui.core.loading import ModelLoadError
     from trainer.evaluate import EvalConfig, EvalError, default_report_path, evaluate, markdown_report, print_report
 
     config = EvalConfig(samples=args.samples, seed=args.seed, max_length=args.max_length, batch_size=args.batch_size,
@@ -338,7 +338,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def add_cast_command(subparsers) -> None:
-    from moviechat_tui.cast import CAST_FILE
+    from moviechat_tui.core.cast import CAST_FILE
 
     parser = subparsers.add_parser("cast", help="build the cast file (films and characters) from the corpus metadata")
     parser.add_argument("--corpus", metavar="PATH", required=True, help="corpus dir or zip with the metadata files")

@@ -11,7 +11,7 @@ GPT2_SCRATCH = "gpt2-scratch"  # GPT-2 124M architecture, random init, bundled G
 
 @dataclass
 class TrainConfig:
-    base: str = "gpt2"  # a model spec (see moviechat_tui.models) or gpt2-scratch
+    base: str = "gpt2"  # a model spec (see moviechat_tui.core.loading) or gpt2-scratch
     corpus: str | None = None  # corpus dir/zip; None = the cached official corpus
     out: str = "runs/latest"
     # what is trained

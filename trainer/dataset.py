@@ -2,7 +2,7 @@
 
 Every turn after the first of a conversation is a reply to learn, with the
 turns before it as context. The ids come from the shared dialogue format
-(`moviechat_tui.dialogue.training_example`), so training sees exactly the ids
+(`moviechat_tui.core.dialogue.training_example`), so training sees exactly the ids
 chat will send. The context is cut from its oldest turn to fit `max_length`;
 labels are IGNORE_INDEX (-100) over the prompt, so only reply tokens count in
 the loss.
@@ -42,8 +42,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from moviechat_tui.dialogue import IGNORE_INDEX, NO_CONDITIONING, Conditioning, exchange_turns, format_for, training_example
-from moviechat_tui.paths import cache_dir
+from moviechat_tui.core.dialogue import IGNORE_INDEX, NO_CONDITIONING, Conditioning, exchange_turns, format_for, training_example
+from moviechat_tui.core.paths import cache_dir
 from trainer.cast import name_case, title_case
 from trainer.corpus import Corpus, corpus_hash
 from trainer.recall import recall_exchange

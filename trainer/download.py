@@ -22,7 +22,7 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-from moviechat_tui.paths import cache_dir
+from moviechat_tui.core.paths import cache_dir
 from trainer.corpus import CorpusError
 
 CORNELL_URL = "https://www.cs.cornell.edu/~cristian/data/cornell_movie_dialogs_corpus.zip"

@@ -40,9 +40,9 @@ from typing import Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-from moviechat_tui.dialogue import IGNORE_INDEX, NO_CONDITIONING, Conditioning, Turn, exchange_turns, fit_prompt
-from moviechat_tui.generation import GenerationSettings, stream_reply
-from moviechat_tui.models import RUN_METADATA, LoadedModel, load_model
+from moviechat_tui.core.dialogue import IGNORE_INDEX, NO_CONDITIONING, Conditioning, Turn, exchange_turns, fit_prompt
+from moviechat_tui.core.generation import GenerationSettings, stream_reply
+from moviechat_tui.core.loading import RUN_METADATA, LoadedModel, load_model
 from trainer.corpus import Corpus, load_corpus
 from trainer.dataset import Collator, ExampleSet, LengthBucketSampler, build_examples
 from trainer.loss import reply_logits
@@ -218,7 +218,7 @@ class EngineReplies:
         self.seconds = 0.0
 
     def __call__(self, sample: EvalSample) -> str:
-        from moviechat_tui.engine import MAX_CHAT_CONTEXT
+        from moviechat_tui.core.engine import MAX_CHAT_CONTEXT
 
         loaded, settings = self.loaded, self.settings.replace(seed=sample.seed)
         window = min(loaded.context_window, MAX_CHAT_CONTEXT)

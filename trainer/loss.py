@@ -26,7 +26,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from moviechat_tui.dialogue import IGNORE_INDEX
+from moviechat_tui.core.dialogue import IGNORE_INDEX
 
 
 def _causal_lm(model):

@@ -24,7 +24,7 @@ import random
 from dataclasses import dataclass
 from typing import Sequence
 
-from moviechat_tui.dialogue import BOT, USER, Conditioning, Turn
+from moviechat_tui.core.dialogue import BOT, USER, Conditioning, Turn
 
 
 @dataclass(frozen=True)

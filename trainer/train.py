@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, Subset
 from transformers import EarlyStoppingCallback, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from moviechat_tui.models import RUN_METADATA, ModelLoadError, load_model
+from moviechat_tui.core.loading import RUN_METADATA, ModelLoadError, load_model
 from trainer.callbacks import InterruptCallback, MetricsLogCallback, RichProgressCallback, peak_memory_bytes, plot_losses
 from trainer.config import GPT2_SCRATCH, TrainConfig
 from trainer.dataset import Collator, LengthBucketSampler, build_examples
@@ -67,7 +67,7 @@ def load_base(spec: str, seed: int = 0):
     if spec == GPT2_SCRATCH:
         from transformers import GPT2Config, GPT2LMHeadModel
 
-        from moviechat_tui.paths import gpt2_tokenizer
+        from moviechat_tui.core.paths import gpt2_tokenizer
 
         tokenizer = gpt2_tokenizer()
         set_seed(seed)

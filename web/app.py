@@ -17,11 +17,11 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:  # `streamlit run web/app.py` puts web/ on sys.path, not the project
     sys.path.insert(0, _ROOT)
 
-from moviechat_tui.dialogue import USER
-from moviechat_tui.engine import ChatEngine, EngineError
-from moviechat_tui.generation import GenerationSettings, SettingsError
-from moviechat_tui.models import ModelLoadError
-from moviechat_tui.store import Conversation, Message, StoreError, UnknownConversation
+from moviechat_tui.core.dialogue import USER
+from moviechat_tui.core.engine import ChatEngine, EngineError
+from moviechat_tui.core.generation import GenerationSettings, SettingsError
+from moviechat_tui.core.loading import ModelLoadError
+from moviechat_tui.core.store import Conversation, Message, StoreError, UnknownConversation
 from web.markup import markdown_pieces, text_to_markdown
 from web.resources import PageConfig, forget_model_error, page_config, shared_engine
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from moviechat_tui.engine import ChatEngine
-from moviechat_tui.models import DEFAULT_SPEC, LoadedModel, ModelLoadError, load_model
-from moviechat_tui.paths import default_db_path
-from moviechat_tui.store import Store
+from moviechat_tui.core.engine import ChatEngine
+from moviechat_tui.core.loading import DEFAULT_SPEC, LoadedModel, ModelLoadError, load_model
+from moviechat_tui.core.paths import default_db_path
+from moviechat_tui.core.store import Store
 
 # A page waiting on a database another program holds locked: give up (with a message) after this.
 DB_BUSY_TIMEOUT = 10.0

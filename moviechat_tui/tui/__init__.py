@@ -1,1 +1,1 @@
-"""Widgets and screens of the Textual app (moviechat_tui.app puts them together)."""
+"""Widgets and screens of the Textual app (moviechat_tui.tui.app puts them together)."""

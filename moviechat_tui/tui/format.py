@@ -6,8 +6,8 @@ from datetime import datetime
 
 from rich.text import Text
 
-from ..dialogue import USER
-from ..generation import GenerationSettings
+from ..core.dialogue import USER
+from ..core.generation import GenerationSettings
 
 SPEAKERS = {USER: "YOU", "bot": "BOT"}  # screenplay style
 

@@ -9,9 +9,9 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from ..dialogue import BOT
-from ..generation import GenerationSettings
-from ..store import Conversation, Message
+from ..core.dialogue import BOT
+from ..core.generation import GenerationSettings
+from ..core.store import Conversation, Message
 from .format import genres_of, literal, local_time, settings_summary
 from .widgets import ChatLog, MessageView
 

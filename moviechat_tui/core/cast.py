@@ -19,9 +19,10 @@ from functools import lru_cache
 from pathlib import Path
 
 from .dialogue import Conditioning
+from .paths import ASSETS_DIR
 
 CAST_VERSION = 1
-CAST_FILE = Path(__file__).resolve().parent / "assets" / "cast.json"
+CAST_FILE = ASSETS_DIR / "cast.json"
 
 
 class CastError(ValueError):

@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 
 from .dialogue import BOT, USER, Conditioning, Turn, fit_prompt, next_turn_prefix
 from .generation import GenerationSettings, ReplyStats, ReplyStream, stream_reply, warm_prefix
-from .models import DEFAULT_SPEC, LoadedModel, load_model
+from .loading import DEFAULT_SPEC, LoadedModel, load_model
 from .store import Conversation, Message, Store, UnknownMessage
 
 # CPU prompt processing grows with the prompt: a chat keeps at most this many tokens of history.

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import fast
+from .backends import ct2 as fast
 from .dialogue import DialogueFormat, format_for
 from .paths import SHIPPED_MODEL_DIR, cache_dir
 

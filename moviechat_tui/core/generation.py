@@ -24,8 +24,8 @@ import weakref
 from dataclasses import asdict, dataclass, fields
 from typing import Iterator
 
-from .fast import MIN_PREFIX_TOKENS, longest_prefix
-from .models import LoadedModel
+from .backends.ct2 import MIN_PREFIX_TOKENS, longest_prefix
+from .loading import LoadedModel
 
 PREFIX_STATES = 2  # KV caches the transformers path keeps warmed (the latest conversations')
 
