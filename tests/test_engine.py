@@ -217,3 +217,27 @@ def test_a_conversation_deleted_mid_reply_stops_quietly(engine):
             engine.delete(conversation.id)  # e.g. from the web page
     assert reply.status == "cancelled" and reply.message is None
     assert engine.list_conversations() == []
+
+
+def test_a_persona_is_stored_and_reaches_the_prompt(tmp_path, tiny_chatml_dir):
+    from moviechat_tui.dialogue import Conditioning
+
+    engine = ChatEngine(Store(tmp_path / "p.db"), model_spec=str(tiny_chatml_dir))
+    persona = Conditioning(character="Rick", partner="Ilsa", movie="Casablanca", year=1942, genres=("drama",))
+    conversation = engine.new_conversation(persona=persona)
+    assert Conditioning.from_dict(engine.get_conversation(conversation.id).conditioning) == persona
+    seen = []
+    import moviechat_tui.engine as engine_module
+
+    real = engine_module.fit_prompt
+    engine_module.fit_prompt = lambda fmt, history, budget, conditioning: seen.append(conditioning) or real(
+        fmt, history, budget, conditioning)
+    try:
+        list(engine.send(conversation.id, "Hello.", GenerationSettings(max_new_tokens=2, seed=0)))
+    finally:
+        engine_module.fit_prompt = real
+    assert seen == [persona]
+    # new genres keep the persona; a new persona keeps nothing of the old one
+    updated = engine.update_settings(conversation.id, genres=["comedy"])
+    assert Conditioning.from_dict(updated.conditioning) == Conditioning(
+        character="Rick", partner="Ilsa", movie="Casablanca", year=1942, genres=("comedy",))

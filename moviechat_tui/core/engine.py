@@ -44,6 +44,15 @@ def clean_user_text(text: str) -> str:
     return text
 
 
+def _conditioning(persona: Conditioning, genres: list[str] | None) -> Conditioning:
+    """`persona` with its genres replaced by `genres` when those are given."""
+    if genres is None:
+        return persona
+    from dataclasses import replace
+
+    return replace(persona, genres=Conditioning.from_genres(genres).genres)
+
+
 def default_title(text: str) -> str:
     line = " ".join(text.split())
     return line if len(line) <= TITLE_LENGTH else line[: TITLE_LENGTH - 1].rstrip() + "…"
@@ -123,12 +132,15 @@ class ChatEngine:
     # --- conversations -----------------------------------------------------
 
     def new_conversation(
-        self, title: str = "", settings: GenerationSettings | None = None, genres: list[str] | None = None
+        self, title: str = "", settings: GenerationSettings | None = None, genres: list[str] | None = None,
+        persona: Conditioning | None = None,
     ) -> Conversation:
+        """A new conversation; `persona` (e.g. from moviechat_tui.cast) says who the bot plays,
+        `genres` replace its genres when given."""
         settings = (settings or self.settings).validate()
-        conditioning = {"genres": list(Conditioning.from_genres(genres).genres)}
+        conditioning = _conditioning(persona or Conditioning(), genres)
         return self.store.create_conversation(
-            title.strip(), model_spec=self.model_spec, settings=settings.to_dict(), conditioning=conditioning
+            title.strip(), model_spec=self.model_spec, settings=settings.to_dict(), conditioning=conditioning.to_dict()
         )
 
     def list_conversations(self, query: str | None = None, limit: int | None = None) -> list[Conversation]:
@@ -158,13 +170,16 @@ class ChatEngine:
         return GenerationSettings.from_dict({**self.settings.to_dict(), **(conversation.settings or {})})
 
     def update_settings(
-        self, conversation_id: int, settings: GenerationSettings | None = None, genres: list[str] | None = None
+        self, conversation_id: int, settings: GenerationSettings | None = None, genres: list[str] | None = None,
+        persona: Conditioning | None = None,
     ) -> Conversation:
+        """Change decoding settings, genres and/or the persona (who the bot plays) from the next reply on."""
         changes = {}
         if settings is not None:
             changes["settings"] = settings.validate().to_dict()
-        if genres is not None:
-            changes["conditioning"] = {"genres": list(Conditioning.from_genres(genres).genres)}
+        if genres is not None or persona is not None:
+            current = Conditioning.from_dict(self.store.get_conversation(conversation_id).conditioning)
+            changes["conditioning"] = _conditioning(persona or current, genres).to_dict()
         return self.store.update_conversation(conversation_id, **changes)
 
     # --- talking -----------------------------------------------------------
@@ -215,7 +230,7 @@ class ChatEngine:
             reply.status, reply.error = "error", str(exc)
             raise
         history = [Turn(m.role, m.text) for m in store.messages(reply.conversation_id) if m.text and m.status != "error"]
-        conditioning = Conditioning.from_genres((conversation.conditioning or {}).get("genres"))
+        conditioning = Conditioning.from_dict(conversation.conditioning)
         window = min(loaded.context_window, MAX_CHAT_CONTEXT)
         reply_budget = min(settings.max_new_tokens, window // 2)  # the history always gets half
         prompt = fit_prompt(loaded.format, history, window - reply_budget, conditioning)
