@@ -220,14 +220,14 @@ def test_a_conversation_deleted_mid_reply_stops_quietly(engine):
 
 
 def test_a_persona_is_stored_and_reaches_the_prompt(tmp_path, tiny_chatml_dir):
-    from moviechat_tui.dialogue import Conditioning
+    from moviechat_tui.core.dialogue import Conditioning
 
     engine = ChatEngine(Store(tmp_path / "p.db"), model_spec=str(tiny_chatml_dir))
     persona = Conditioning(character="Rick", partner="Ilsa", movie="Casablanca", year=1942, genres=("drama",))
     conversation = engine.new_conversation(persona=persona)
     assert Conditioning.from_dict(engine.get_conversation(conversation.id).conditioning) == persona
     seen = []
-    import moviechat_tui.engine as engine_module
+    import moviechat_tui.core.engine as engine_module
 
     real = engine_module.fit_prompt
     engine_module.fit_prompt = lambda fmt, history, budget, conditioning: seen.append(conditioning) or real(
