@@ -284,6 +284,15 @@ def add_eval_command(subparsers) -> None:
                         help="condition on the true genres (default: as the run was trained; off for other models)")
     parser.add_argument("--genre-test", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure perplexity with true vs shuffled genres (default on)")
+    parser.add_argument("--persona", action=argparse.BooleanOptionalAction, default=None,
+                        help="name the characters and the film in prompts (default: as the run was trained; off for other models)")
+    parser.add_argument("--persona-test", action=argparse.BooleanOptionalAction, default=True,
+                        help="with persona: also measure perplexity with true vs shuffled personas (default on)")
+    parser.add_argument("--probes", action=argparse.BooleanOptionalAction, default=True,
+                        help="run the context probes: recall of stated facts, forced choice, own name (default on)")
+    parser.add_argument("--probe-seeds", type=int, default=3, metavar="N", help="sampled replies per probe (default 3)")
+    parser.add_argument("--backend", choices=("auto", "transformers", "ctranslate2"), default="auto",
+                        help="how replies are sampled (default: as the chat app does)")
     parser.add_argument("--out", type=Path, metavar="FILE.md",
                         help="markdown report (default: eval-SPLIT.md in a run dir, else ./eval-MODEL-SPLIT.md)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
@@ -295,9 +304,15 @@ def run_eval(args: argparse.Namespace) -> int:
     from trainer.evaluate import EvalConfig, EvalError, default_report_path, evaluate, markdown_report, print_report
 
     config = EvalConfig(samples=args.samples, seed=args.seed, max_length=args.max_length, batch_size=args.batch_size,
-                        genres=args.genres, genre_test=args.genre_test)
+                        genres=args.genres, genre_test=args.genre_test, persona=args.persona,
+                        persona_test=args.persona_test, probes=args.probes, probe_seeds=args.probe_seeds)
     try:
-        result = evaluate(args.model, resolve_corpus(args), args.split, config, progress=args.progress and sys.stderr.isatty())
+        model = args.model
+        if args.backend != "auto":
+            from moviechat_tui.core.loading import load_model
+
+            model = load_model(args.model, backend=args.backend)
+        result = evaluate(model, resolve_corpus(args), args.split, config, progress=args.progress and sys.stderr.isatty())
     except (EvalError, ModelLoadError) as exc:
         raise UsageError(str(exc)) from None
     out = args.out or default_report_path(args.model, result)
@@ -331,6 +346,40 @@ def run_export(args: argparse.Namespace) -> int:
     except TrainError as exc:
         raise UsageError(str(exc)) from None
     print(f"exported {meta['exported_from']} (step {meta['metrics']['global_step']}) to {args.to}")
+    return 0
+
+
+# --- probes ------------------------------------------------------------------
+
+
+def add_probes_command(subparsers) -> None:
+    parser = subparsers.add_parser("probes", help="the context probes alone: recall of stated facts, forced choice, own name")
+    parser.add_argument("--model", metavar="SPEC", default="default", help="any model spec (default: default)")
+    parser.add_argument("--seeds", type=int, default=3, metavar="N", help="sampled replies per probe (default 3)")
+    parser.add_argument("--seed", type=int, default=0, help="picks the probes' personas, fillers and values")
+    parser.add_argument("--backend", choices=("auto", "transformers", "ctranslate2"), default="auto")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write every probe, reply and score as JSON")
+    parser.set_defaults(func=run_probes_command)
+
+
+def run_probes_command(args: argparse.Namespace) -> int:
+    from moviechat_tui.core.loading import ModelLoadError, load_model
+    from trainer.probes import run_probes
+
+    if args.seeds < 1:
+        raise UsageError("--seeds must be at least 1")
+    try:
+        loaded = load_model(args.model, backend=args.backend)
+    except ModelLoadError as exc:
+        raise UsageError(str(exc)) from None
+    report = run_probes(loaded, args.seeds, args.seed)
+    print(f"{args.model} ({loaded.backend}): {report['probes']} probes x {report['seeds']} replies")
+    print(f"  names the fact:        {report['recall']:.1%}  (by distance: "
+          + ", ".join(f"{d}: {v:.0%}" for d, v in report["by_distance"].items()) + ")")
+    print(f"  names its own persona: {report['own_name']:.1%}")
+    print(f"  forced choice:         {report['forced_choice']:.1%}")
+    if args.json:
+        args.json.write_text(json.dumps({"model": args.model, "backend": loaded.backend, **report}, indent=1))
     return 0
 
 
@@ -368,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_command(subparsers)
     add_export_command(subparsers)
     add_cast_command(subparsers)
+    add_probes_command(subparsers)
     return parser
 
 

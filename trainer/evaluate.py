@@ -40,11 +40,11 @@ from typing import Callable, Iterable, Sequence
 import torch
 import torch.nn.functional as F
 
-from moviechat_tui.core.dialogue import IGNORE_INDEX, NO_CONDITIONING, Conditioning, Turn, exchange_turns, fit_prompt
+from moviechat_tui.core.dialogue import IGNORE_INDEX, Conditioning, Turn, exchange_turns
 from moviechat_tui.core.generation import GenerationSettings, stream_reply
 from moviechat_tui.core.loading import RUN_METADATA, LoadedModel, load_model
 from trainer.corpus import Corpus, load_corpus
-from trainer.dataset import Collator, ExampleSet, LengthBucketSampler, build_examples
+from trainer.dataset import Collator, ExampleSet, ExampleSettings, LengthBucketSampler, build_examples, example_conditioning
 from trainer.loss import reply_logits
 from trainer.splits import DEFAULT_RATIOS, DEFAULT_SALT, SPLITS
 
@@ -63,6 +63,10 @@ class EvalConfig:
     batch_size: int = 16  # examples per perplexity batch
     genres: bool | None = None  # condition on the true genres; None: as the run was trained (else off)
     genre_test: bool = True  # also measure perplexity with true vs shuffled genres
+    persona: bool | None = None  # name the characters and the film; None: as the run was trained (else off)
+    persona_test: bool = True  # with persona: perplexity with true vs another conversation's persona
+    probes: bool = True  # the context probes (trainer.probes): generative recall, forced choice, own name
+    probe_seeds: int = 3  # sampled replies per probe
     ratios: tuple[float, float, float] | None = None  # the movie split; None: the run's, else the default
     salt: str | None = None
 
@@ -187,7 +191,8 @@ class EvalSample:
 ReplyGenerator = Callable[[EvalSample], str]
 
 
-def pick_samples(corpus: Corpus, sources: Sequence[tuple[int, int]], n: int, seed: int, genres: bool) -> list[EvalSample]:
+def pick_samples(corpus: Corpus, sources: Sequence[tuple[int, int]], n: int, seed: int, genres: bool,
+                 persona: bool = False) -> list[EvalSample]:
     """A seeded random choice of `n` exchanges among `sources` ((conversation index, reply turn) pairs)."""
     chosen = sorted(random.Random(f"{seed}:samples").sample(range(len(sources)), min(n, len(sources))))
     samples = []
@@ -196,12 +201,11 @@ def pick_samples(corpus: Corpus, sources: Sequence[tuple[int, int]], n: int, see
         conv = corpus.conversations[conv_index]
         lines = conv.texts
         start = max((i + 1 for i in range(turn) if not lines[i]), default=0)  # as the examples: back to an empty line
-        genres = corpus.movies[conv.movie_id].genres if genres else ()
         samples.append(EvalSample(
             context=tuple(exchange_turns(lines[start : turn + 1])[:-1]),
             reference=lines[turn],
             earlier=tuple(line for line in lines[:turn] if line),
-            conditioning=Conditioning.from_genres(genres) if genres else NO_CONDITIONING,
+            conditioning=example_conditioning(corpus, conv, turn, ExampleSettings(genres=genres, persona=persona)),
             movie_id=conv.movie_id,
             seed=seed + k,
         ))
@@ -218,13 +222,10 @@ class EngineReplies:
         self.seconds = 0.0
 
     def __call__(self, sample: EvalSample) -> str:
-        from moviechat_tui.core.engine import MAX_CHAT_CONTEXT
+        from moviechat_tui.core.engine import plan_prompt
 
-        loaded, settings = self.loaded, self.settings.replace(seed=sample.seed)
-        window = min(loaded.context_window, MAX_CHAT_CONTEXT)
-        reply_budget = min(settings.max_new_tokens, window // 2)  # as the engine: the history gets half
-        prompt = fit_prompt(loaded.format, sample.context, window - reply_budget, sample.conditioning)
-        settings = settings.replace(max_new_tokens=min(settings.max_new_tokens, loaded.context_window - len(prompt.ids)))
+        loaded = self.loaded
+        prompt, settings = plan_prompt(loaded, list(sample.context), sample.conditioning, self.settings.replace(seed=sample.seed))
         stream = stream_reply(loaded, prompt.ids, settings)
         try:
             for _ in stream:
@@ -276,6 +277,7 @@ def evaluate(
         raise EvalError(f"--max-length {config.max_length} exceeds the model's context window ({loaded.context_window})")
     trained = run_settings(loaded)
     genres = bool(trained.get("genres", False)) if config.genres is None else config.genres
+    persona = bool(trained.get("persona", False)) if config.persona is None else config.persona
     split_args = {"ratios": tuple(config.ratios or trained.get("ratios") or DEFAULT_RATIOS),
                   "salt": config.salt or trained.get("salt") or DEFAULT_SALT}
     splits = SPLITS if split == "all" else (split,)
@@ -283,8 +285,8 @@ def evaluate(
     timings: dict[str, float] = {}
 
     def examples_for(source: Corpus, with_genres: bool) -> list[ExampleSet]:
-        return [build_examples(source, tokenizer, s, max_length=config.max_length, genres=with_genres, **split_args)
-                for s in splits]
+        return [build_examples(source, tokenizer, s, max_length=config.max_length, genres=with_genres, persona=persona,
+                               **split_args) for s in splits]
 
     with _progress_bar(progress) as bar:
         started = time.perf_counter()
@@ -301,13 +303,16 @@ def evaluate(
             "corpus": corpus.source,
             "split": split,
             "genres": genres,
-            "config": {**asdict(config), "genres": genres, **split_args},
+            "persona": persona,
+            "config": {**asdict(config), "genres": genres, "persona": persona, **split_args},
             "device": str(loaded.model.device),
             "examples": n_examples,
             "reply_tokens": tokens,
             "perplexity": perplexity(nll, tokens),
             "genre_perplexity": None,
             "genre_note": None,
+            "persona_perplexity": None,
+            "probes": None,
             "samples": None,
             "seconds": timings,
         }
@@ -321,10 +326,29 @@ def evaluate(
             )
             timings["genre_test"] = time.perf_counter() - started
 
+        if persona and config.persona_test:
+            from trainer.persona_test import persona_perplexity
+
+            started = time.perf_counter()
+            result["persona_perplexity"] = persona_perplexity(
+                loaded.model, corpus, tokenizer, splits, (nll, tokens), config, genres, split_args,
+                lambda sets, what: _nll_over(loaded.model, sets, config.batch_size, bar, what))
+            timings["persona_test"] = time.perf_counter() - started
+
         if config.samples:
             started = time.perf_counter()
-            result["samples"] = _sampled_replies(loaded, corpus, main_sets, config, genres, generator, bar, split_args)
+            result["samples"] = _sampled_replies(loaded, corpus, main_sets, config, genres, generator, bar, split_args,
+                                                 persona)
             timings["sampling"] = time.perf_counter() - started
+
+        if config.probes and config.probe_seeds > 0:
+            from trainer.probes import build_probes, run_probes
+
+            started = time.perf_counter()
+            task = bar.add_task("context probes", total=len(build_probes(config.seed))) if bar else None
+            result["probes"] = run_probes(loaded, config.probe_seeds, config.seed,
+                                          advance=(lambda: bar.advance(task)) if bar else None)
+            timings["probes"] = time.perf_counter() - started
     return result
 
 
@@ -385,9 +409,9 @@ def _genre_test(loaded, corpus, splits, config, bar, true_sets, true_nll, exampl
     }, None
 
 
-def _sampled_replies(loaded, corpus, main_sets, config, genres, generator, bar, split_args) -> dict:
+def _sampled_replies(loaded, corpus, main_sets, config, genres, generator, bar, split_args, persona=False) -> dict:
     sources = [tuple(s) for e in main_sets for s in e.sources]
-    samples = pick_samples(corpus, sources, config.samples, config.seed, genres)
+    samples = pick_samples(corpus, sources, config.samples, config.seed, genres, persona)
     generator = generator or EngineReplies(loaded, GenerationSettings())
     task = bar.add_task("sampling replies", total=len(samples)) if bar else None
     replies = []
@@ -407,7 +431,8 @@ def _sampled_replies(loaded, corpus, main_sets, config, genres, generator, bar, 
         "random_baseline": reply_metrics(baseline, earlier) if baseline else None,
         "baseline_note": None if baseline else "no train-split replies to draw a random baseline from",
         "replies": [
-            {"context": [t.text for t in s.context], "genres": list(s.conditioning.genres), "reference": s.reference,
+            {"context": [t.text for t in s.context], "genres": list(s.conditioning.genres),
+             "persona": s.conditioning.describe(), "reference": s.reference,
              "model": reply, "random_baseline": baseline[i] if baseline else None}
             for i, (s, reply) in enumerate(zip(samples, replies))
         ],
@@ -467,6 +492,15 @@ def summary_lines(result: dict) -> list[str]:
                      f"(shuffled / true = {g['ratio']:.3f})")
     elif result["genre_note"]:
         lines.append(f"genre test {result['genre_note']}")
+    p = result.get("persona_perplexity")
+    if p:
+        lines.append(f"persona test: perplexity {p['true']:.2f} with the true characters and film, {p['shuffled']:.2f} "
+                     f"with another conversation's (shuffled / true = {p['ratio']:.3f})")
+    probes = result.get("probes")
+    if probes:
+        lines.append(f"context probes ({probes['probes']} conversations x {probes['seeds']} sampled replies): "
+                     f"names the fact in {probes['recall']:.1%} of replies, its own persona name in "
+                     f"{probes['own_name']:.1%}; forced choice {probes['forced_choice']:.1%}")
     s = result["samples"]
     if s is None:
         lines.append("sampled replies: skipped (--samples 0)")

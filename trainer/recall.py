@@ -41,7 +41,7 @@ FACT_KINDS: dict[str, FactKind] = {
         ("So who am I, again?", "Say my name.", "Do you even remember who I am?", "Who did I say I was?"),
         ("You're {v}.", "{v}.", "You said {v}.", "You're {v}. I haven't forgotten."),
         ("Marguerite", "Desmond", "Ottilie", "Barnaby", "Lucinda", "Everett", "Philippa", "Cornelius", "Winifred",
-         "Thaddeus", "Rosalind", "Augustin", "Henrietta", "Lysander", "Imogen", "Fitzgerald"),
+         "Thaddeus", "Octavia", "Augustin", "Henrietta", "Lysander", "Imogen", "Fitzgerald"),
     ),
     "hometown": FactKind(
         ("I come from {v}.", "Born and raised in {v}.", "I grew up in {v}, you know.", "Back home in {v} it's different."),

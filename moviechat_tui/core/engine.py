@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from .dialogue import BOT, USER, Conditioning, Turn, fit_prompt, next_turn_prefix
+from .dialogue import BOT, USER, Conditioning, FittedPrompt, Turn, fit_prompt, next_turn_prefix
 from .generation import GenerationSettings, ReplyStats, ReplyStream, stream_reply, warm_prefix
 from .loading import DEFAULT_SPEC, LoadedModel, load_model
 from .store import Conversation, Message, Store, UnknownMessage
@@ -42,6 +42,22 @@ def clean_user_text(text: str) -> str:
     if not text:
         raise EngineError("empty message: type something to say")
     return text
+
+
+def prompt_budget(loaded: LoadedModel, settings: GenerationSettings) -> int:
+    """Prompt tokens a reply may use: the window (capped) less the reply's budget; the history gets at least half."""
+    window = min(loaded.context_window, MAX_CHAT_CONTEXT)
+    return window - min(settings.max_new_tokens, window // 2)
+
+
+def plan_prompt(loaded: LoadedModel, history: list[Turn], conditioning: Conditioning,
+                settings: GenerationSettings) -> tuple[FittedPrompt, GenerationSettings]:
+    """The prompt for the next reply and the settings to generate it with: what every reply of the
+    engine, the evaluation and the probes is made from. The oldest turns make room; the reply never
+    runs past the model's positions."""
+    prompt = fit_prompt(loaded.format, history, prompt_budget(loaded, settings), conditioning)
+    room = loaded.context_window - len(prompt.ids)
+    return prompt, settings.replace(max_new_tokens=min(settings.max_new_tokens, room))
 
 
 def _conditioning(persona: Conditioning, genres: list[str] | None) -> Conditioning:
@@ -231,12 +247,9 @@ class ChatEngine:
             raise
         history = [Turn(m.role, m.text) for m in store.messages(reply.conversation_id) if m.text and m.status != "error"]
         conditioning = Conditioning.from_dict(conversation.conditioning)
-        window = min(loaded.context_window, MAX_CHAT_CONTEXT)
-        reply_budget = min(settings.max_new_tokens, window // 2)  # the history always gets half
-        prompt = fit_prompt(loaded.format, history, window - reply_budget, conditioning)
+        budget = prompt_budget(loaded, settings)  # the next turn's prompt is fitted the same way
+        prompt, settings = plan_prompt(loaded, history, conditioning, settings)
         reply.notices.extend(prompt.notices)
-        # Never generate past the model's positions.
-        settings = settings.replace(max_new_tokens=min(settings.max_new_tokens, loaded.context_window - len(prompt.ids)))
 
         stream = stream_reply(loaded, prompt.ids, settings)
         reply._stream = stream
@@ -285,7 +298,7 @@ class ChatEngine:
                 # While the user reads and types, have the model read the history through this reply.
                 try:
                     prefix = next_turn_prefix(loaded.format, [*history, Turn(BOT, stream.text)],
-                                              window - reply_budget, conditioning)
+                                              budget, conditioning)
                     reply.warm_up = warm_prefix(loaded, prefix)
                 except Exception:  # only a head start for the next reply; it reads everything without one
                     pass
