@@ -229,9 +229,11 @@ def test_genre_test_skipped_without_genres(tiny, corpus):
 def test_eval_command_json_and_markdown(tiny_gpt2_dir, tmp_path, capsys):
     report = tmp_path / "eval.md"
     rc = main(["eval", "--model", str(tiny_gpt2_dir), "--corpus", str(CORNELL_MINI), "--split", "test",
-               "--samples", "2", "--json", "--out", str(report), "--no-progress"])
+               "--samples", "2", "--json", "--out", str(report), "--no-progress", "--probe-seeds", "1"])
     assert rc == 0
     result = json.loads(capsys.readouterr().out)
+    assert result["probes"]["probes"] == 72 and 0 <= result["probes"]["recall"] <= 1  # on by default
+    assert "context probes (72 conversations" in report.read_text()
     assert isinstance(result["perplexity"], float) and result["perplexity"] > 1
     assert isinstance(result["examples"], int) and isinstance(result["reply_tokens"], int)
     assert set(result["genre_perplexity"]) >= {"true", "shuffled", "ratio"}
@@ -253,7 +255,7 @@ def test_eval_command_samples_zero_skips_sampling(tiny_gpt2_dir, tmp_path, capsy
 
     monkeypatch.setattr(evaluate_module, "stream_reply", no_generation)
     rc = main(["eval", "--model", str(tiny_gpt2_dir), "--corpus", str(CORNELL_MINI), "--split", "validation",
-               "--samples", "0", "--no-genre-test", "--out", str(tmp_path / "r.md")])
+               "--samples", "0", "--no-genre-test", "--no-probes", "--out", str(tmp_path / "r.md")])
     assert rc == 0
     out = capsys.readouterr().out
     assert "perplexity over reply tokens" in out and "skipped (--samples 0)" in out
@@ -270,6 +272,15 @@ def test_eval_command_bad_input(tiny_gpt2_dir, tmp_path, capsys, args, message):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_persona_test_compares_true_and_shuffled_personas(tiny, corpus):
+    result = evaluate(tiny, corpus, "all", EvalConfig(samples=0, genre_test=False, persona=True))
+    p = result["persona_perplexity"]
+    assert result["persona"] is True and p["true"] == pytest.approx(result["perplexity"])
+    assert p["shuffled"] != p["true"] and p["ratio"] == pytest.approx(p["shuffled"] / p["true"])
+    assert p["examples"] == result["examples"]
+    assert evaluate(tiny, corpus, "all", EvalConfig(samples=0, genre_test=False))["persona_perplexity"] is None
 
 
 def test_default_report_path(tmp_path):

@@ -65,7 +65,7 @@ class EvalConfig:
     genre_test: bool = True  # also measure perplexity with true vs shuffled genres
     persona: bool | None = None  # name the characters and the film; None: as the run was trained (else off)
     persona_test: bool = True  # with persona: perplexity with true vs another conversation's persona
-    probes: bool = True  # the context probes (trainer.probes): generative recall, forced choice, own name
+    probes: bool = False  # the context probes (trainer.probes): generative recall, forced choice, own name (the CLI's default)
     probe_seeds: int = 3  # sampled replies per probe
     ratios: tuple[float, float, float] | None = None  # the movie split; None: the run's, else the default
     salt: str | None = None
