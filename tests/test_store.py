@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import sqlite3
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import store_writer
 
 from moviechat_tui.core import store as store_module
 from moviechat_tui.core.store import (
@@ -443,6 +445,33 @@ def test_kill_9_mid_reply_keeps_what_was_written(db_path):
         assert reply.token_count >= 5
         # text and token_count were written by one statement, so they agree
         assert reply.text == "".join(f" word{i}" for i in range(1, reply.token_count + 1))
+
+
+def test_many_processes_open_a_missing_database_at_once(tmp_path):
+    # 8 processes race to create the schema (and to switch the new file to WAL) on each of 20 new
+    # files. forkserver: fresh processes, each started in milliseconds with the store preloaded.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["moviechat_tui.core.store", "store_writer"])
+    processes, n = 8, 6
+    for round_ in range(20):
+        db = tmp_path / f"round{round_}" / "conversations.db"
+        start = context.Barrier(processes)
+        workers = [context.Process(target=store_writer.open_and_write, args=(str(db), f"writer {k}", n, start))
+                   for k in range(processes)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=60)
+        assert [worker.exitcode for worker in workers] == [0] * processes, f"round {round_}"
+        with Store(db) as store:
+            conversations = store.list_conversations()
+            assert sorted(c.title for c in conversations) == [f"writer {k}" for k in range(processes)]
+            for conversation in conversations:
+                messages = store.messages(conversation.id)
+                assert [m.position for m in messages] == list(range(n))
+                assert [m.text for m in messages] == [f"message {i}" for i in range(n)]
+            assert store.db.execute("PRAGMA user_version").fetchone()[0] == Store.SCHEMA_VERSION
+            assert store.db.journal_mode == "wal"
 
 
 def test_two_processes_write_at_once(db_path):

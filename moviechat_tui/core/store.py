@@ -4,7 +4,9 @@ Durability: every write commits at once (WAL, synchronous=NORMAL), so a crash or
 writer mid-reply keeps everything written so far. Concurrency: one connection behind an RLock makes
 a Store safe to share between threads; multi-statement writes take the write lock up front
 (BEGIN IMMEDIATE) so that several processes on one file queue up for up to `busy_timeout` seconds
-instead of deadlocking. The schema version lives in `PRAGMA user_version`; see MIGRATIONS.
+instead of deadlocking. The schema version lives in `PRAGMA user_version`; see MIGRATIONS. Creating
+or migrating the schema happens in one BEGIN IMMEDIATE transaction that reads the version again, so
+any number of processes may open a missing file at once (tests/test_store.py starts 8).
 """
 
 from __future__ import annotations
@@ -19,21 +21,21 @@ from pathlib import Path
 
 import sqlite_utils
 
+from .dbfile import (  # noqa: F401  (the errors are part of the store's API)
+    CorruptDatabase,
+    DatabaseLocked,
+    NewerSchemaError,
+    ReadOnlyDatabase,
+    StoreError,
+    UnknownConversation,
+    UnknownMessage,
+    refuse_non_sqlite_file,
+    store_error,
+    switch_to_wal,
+)
 from .dialogue import ROLES
 
 MESSAGE_STATUSES = ("complete", "partial", "cancelled", "error")
-SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
-
-
-class StoreError(Exception):
-    """A problem with the conversation database, as a one-line message for the user."""
-
-
-class UnknownConversation(StoreError): ...
-class UnknownMessage(StoreError): ...
-class NewerSchemaError(StoreError): ...  # written by a newer moviechat: left untouched
-class CorruptDatabase(StoreError): ...  # not SQLite, damaged, or another program's database: left untouched
-class DatabaseLocked(StoreError): ...  # another program held the write lock beyond the busy timeout
 
 
 @dataclass
@@ -160,7 +162,7 @@ class Store:
         self.path = Path(path).expanduser()
         self.busy_timeout = busy_timeout
         self._lock = threading.RLock()
-        self._refuse_non_sqlite_file()
+        refuse_non_sqlite_file(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: sqlite3 opens no hidden transactions; we BEGIN where we mean to.
@@ -175,43 +177,38 @@ class Store:
             self._conn.close()
             raise
 
-    def _refuse_non_sqlite_file(self) -> None:
-        # SQLite would treat some short files as empty databases and overwrite them: check first.
-        if self.path.is_dir():
-            raise StoreError(f"{self.path} is a directory, not a database file")
-        try:
-            with open(self.path, "rb") as file:
-                head = file.read(len(SQLITE_MAGIC))
-        except FileNotFoundError:
-            return
-        except OSError as error:
-            raise StoreError(f"cannot open {self.path}: {error}") from None
-        if head and head != SQLITE_MAGIC:
-            raise CorruptDatabase(f"{self.path} is not a SQLite database; refusing to touch it")
-
     def _open(self) -> None:
+        """Check the file, switch it to WAL, create or migrate the schema: safe when any number of
+        processes open the same (possibly missing) file at once."""
         with self._errors():
-            # Connection settings only: nothing is written to the file before the version check.
+            # Connection settings only: nothing is written to the file before the checks.
             self._conn.execute("PRAGMA foreign_keys = ON")
             self._conn.execute("PRAGMA synchronous = NORMAL")
-            version = self._user_version()
-            if version > self.SCHEMA_VERSION:
-                raise NewerSchemaError(
-                    f"{self.path} was written by a newer moviechat (schema version {version}, this one"
-                    f" reads up to {self.SCHEMA_VERSION}); upgrade moviechat or use another --db")
-            if version == 0 and self.db.table_names():
-                raise CorruptDatabase(f"{self.path} is a SQLite database but not a moviechat one;"
-                                      " refusing to touch it")
-            self.db.enable_wal()
+            self._conn.execute("BEGIN")  # version and tables read from one snapshot
+            try:
+                version = self._check_ours()
+            finally:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")  # it only read
+            switch_to_wal(self._conn, self.busy_timeout)  # not allowed inside a transaction
             if version < self.SCHEMA_VERSION:
                 self._migrate()
 
-    def _user_version(self) -> int:
-        return self._conn.execute("PRAGMA user_version").fetchone()[0]
+    def _check_ours(self) -> int:
+        """The file's schema version; refuses a newer moviechat's file or another program's."""
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > self.SCHEMA_VERSION:
+            raise NewerSchemaError(
+                f"{self.path} was written by a newer moviechat (schema version {version}, this one"
+                f" reads up to {self.SCHEMA_VERSION}); upgrade moviechat or use another --db")
+        if version == 0 and self.db.table_names():
+            raise CorruptDatabase(f"{self.path} is a SQLite database but not a moviechat one;"
+                                  " refusing to touch it")
+        return version
 
     def _migrate(self) -> None:
         with self._write():
-            version = self._user_version()  # again, under the write lock: another process may have won
+            version = self._check_ours()  # again, under the write lock: another process may have won
             for migrate in MIGRATIONS[version:self.SCHEMA_VERSION]:
                 migrate(self.db)
             self._conn.execute(f"PRAGMA user_version = {self.SCHEMA_VERSION:d}")
@@ -232,13 +229,7 @@ class Store:
         try:
             yield
         except sqlite3.Error as error:
-            name = getattr(error, "sqlite_errorname", "") or ""
-            if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
-                raise DatabaseLocked(f"{self.path} is locked by another program (gave up after"
-                                     f" {self.busy_timeout:g} s)") from error
-            if name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
-                raise CorruptDatabase(f"{self.path} is damaged or not a database: {error}") from error
-            raise StoreError(f"{self.path}: {error}") from error
+            raise store_error(error, self.path, self.busy_timeout) from error
 
     @contextmanager
     def _read(self):
