@@ -97,7 +97,7 @@ def test_continuing_a_saved_conversation_sends_its_history(engine, tiny_loaded, 
     engine.send(conversation.id, "First line.").consume()
     seen = []
     real = engine_module.stream_reply
-    monkeypatch.setattr(engine_module, "stream_reply", lambda loaded, ids, s: seen.append(ids) or real(loaded, ids, s))
+    monkeypatch.setattr(engine_module, "stream_reply", lambda loaded, ids, s, *rest: seen.append(ids) or real(loaded, ids, s, *rest))
     # A new engine (a relaunch) continues the same conversation from the database.
     again = ChatEngine(Store(engine.store.path), "tiny", FAST, loader=lambda spec: tiny_loaded)
     again.send(conversation.id, "Second line.").consume()

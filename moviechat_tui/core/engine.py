@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from .dialogue import BOT, USER, Conditioning, FittedPrompt, Turn, fit_prompt, next_turn_prefix
-from .generation import GenerationSettings, ReplyStats, ReplyStream, stream_reply, warm_prefix
+from .generation import STALL_SECONDS, GenerationSettings, ReplyStats, ReplyStream, stream_reply, warm_prefix
 from .loading import DEFAULT_SPEC, LoadedModel, load_model
 from .store import Conversation, Message, Store, UnknownMessage
 
@@ -124,8 +124,10 @@ class ChatEngine:
         model_spec: str = DEFAULT_SPEC,
         settings: GenerationSettings | None = None,
         loader: Callable[[str], LoadedModel] = load_model,
+        stall_seconds: float = STALL_SECONDS,
     ) -> None:
         self.store = store
+        self.stall_seconds = stall_seconds  # a reply with no new token for this long ends as an error
         self.model_spec = model_spec or DEFAULT_SPEC
         self.settings = (settings or GenerationSettings()).validate()
         self._loader = loader
@@ -251,7 +253,7 @@ class ChatEngine:
         prompt, settings = plan_prompt(loaded, history, conditioning, settings)
         reply.notices.extend(prompt.notices)
 
-        stream = stream_reply(loaded, prompt.ids, settings)
+        stream = stream_reply(loaded, prompt.ids, settings, self.stall_seconds)
         reply._stream = stream
         if reply._cancel_requested:
             stream.cancel()

@@ -8,6 +8,11 @@ end the turn (no empty replies), the repetition penalty and the no-repeat n-gram
 rule count the reply's tokens (not the history's), and one reply runs per model
 at a time (the model's `generate_lock`).
 
+A watchdog ends a reply whose backend stops producing tokens: after `stall_seconds` without a
+token (counted while the model works on it, or while the reply waits behind a reply that is itself
+stuck), the reply ends as "error" with a GenerationStalled message and the consumer goes on, while
+the stuck worker thread is left behind (a daemon).
+
 `warm_prefix` has the model read a prompt's known beginning ahead of time, so
 that the next reply only prefills what is new: on the fast path as a cached
 CTranslate2 static prompt (fast.py), on the transformers path as a KV cache that
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import atexit
 import copy
+import queue
 import threading
 import time
 import weakref
@@ -28,6 +34,14 @@ from .backends.ct2 import MIN_PREFIX_TOKENS, longest_prefix
 from .loading import LoadedModel
 
 PREFIX_STATES = 2  # KV caches the transformers path keeps warmed (the latest conversations')
+# A reply ends as an error after this long without a new token. Generous: a long prompt's prefill on a
+# busy CPU takes seconds, not a minute.
+STALL_SECONDS = 60.0
+WATCH_INTERVAL = 0.25  # how often the consumer looks at the clock while no text arrives
+
+
+class GenerationStalled(RuntimeError):
+    """The backend produced no token for too long; the message is one line for the user."""
 
 
 class SettingsError(ValueError):
@@ -130,10 +144,28 @@ class ReplyStream:
             close()
 
 
-def stream_reply(loaded: LoadedModel, prompt_ids: list[int], settings: GenerationSettings) -> ReplyStream:
+def stream_reply(loaded: LoadedModel, prompt_ids: list[int], settings: GenerationSettings,
+                 stall_seconds: float = STALL_SECONDS) -> ReplyStream:
     stream = ReplyStream()
-    stream._pieces = _generate_pieces(loaded, prompt_ids, settings.validate(), stream)
+    stream._pieces = _generate_pieces(loaded, prompt_ids, settings.validate(), stream, stall_seconds)
     return stream
+
+
+# The model's heartbeat: time.monotonic() of its latest token, or of the moment a reply or a warm-up
+# took its generate_lock. A reply waiting for the lock sees whether the holder still makes progress.
+_progress: "weakref.WeakKeyDictionary[LoadedModel, float]" = weakref.WeakKeyDictionary()
+
+
+def _beat(loaded: LoadedModel) -> None:
+    _progress[loaded] = time.monotonic()
+
+
+def _stalled_for(loaded: LoadedModel, limit: float) -> float | None:
+    """Seconds since the model's last progress, when it is busy (locked) and that exceeds `limit`."""
+    if not loaded.generate_lock.locked():
+        return None
+    idle = time.monotonic() - _progress.get(loaded, time.monotonic())
+    return idle if idle > limit else None
 
 
 def warm_prefix(loaded: LoadedModel, prefix_ids: list[int], wait: bool = False) -> threading.Thread | None:
@@ -150,6 +182,7 @@ def warm_prefix(loaded: LoadedModel, prefix_ids: list[int], wait: bool = False) 
     def run() -> None:
         try:
             with loaded.generate_lock:
+                _beat(loaded)
                 if fast:
                     loaded.fast.warm(loaded.tokenizer, prefix_ids)
                 else:
@@ -208,7 +241,8 @@ def uses_fast_path(loaded: LoadedModel) -> bool:
     return loaded.fast is not None and not loaded.model_changed
 
 
-def _generate_pieces(loaded: LoadedModel, prompt_ids, settings, stream: ReplyStream) -> Iterator[str]:
+def _generate_pieces(loaded: LoadedModel, prompt_ids, settings, stream: ReplyStream,
+                     stall_seconds: float) -> Iterator[str]:
     import torch
     from transformers import TextIteratorStreamer
 
@@ -217,17 +251,26 @@ def _generate_pieces(loaded: LoadedModel, prompt_ids, settings, stream: ReplyStr
     class CountingStreamer(TextIteratorStreamer):
         def put(self, value):
             if not self.next_tokens_are_prompt:
+                _beat(loaded)
                 stream.stats.new_tokens += value.numel()
                 if stream.stats.first_token_seconds is None:
                     stream.stats.first_token_seconds = time.perf_counter() - started
             super().put(value)
 
-    streamer = CountingStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    # The timeout only wakes the consumer up to look at the watchdog; text arrives word by word.
+    streamer = CountingStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True,
+                                timeout=min(WATCH_INTERVAL, stall_seconds))
     fast = uses_fast_path(loaded)
+    stalled = threading.Event()  # set by the consumer: the worker no longer owns the outcome
+    has_model = threading.Event()  # the worker holds the generate_lock
 
     def run() -> None:
         try:
             with loaded.generate_lock:
+                _beat(loaded)
+                has_model.set()
+                if stream.cancelled:  # given up on while it waited for the model
+                    return
                 if fast:
                     streamer.put(torch.tensor(prompt_ids))
                     new = loaded.fast.generate(
@@ -238,22 +281,35 @@ def _generate_pieces(loaded: LoadedModel, prompt_ids, settings, stream: ReplyStr
                     streamer.end()
                 else:
                     new = _transformers_generate(loaded, prompt_ids, settings, streamer, stream)
-            if stream.cancelled:
-                stream.finish_reason = "cancelled"
-            elif new and new[-1] == eot:
-                stream.finish_reason = "end_of_turn"
-            else:
-                stream.finish_reason = "length"
+            if not stalled.is_set():  # else the consumer has already ended the reply
+                stream.finish_reason = ("cancelled" if stream.cancelled else
+                                        "end_of_turn" if new and new[-1] == eot else "length")
         except BaseException as exc:  # surfaced to the consumer below
-            stream.error, stream.finish_reason = exc, "error"
+            if not stalled.is_set():
+                stream.error, stream.finish_reason = exc, "error"
             streamer.end()
+
+    def watch() -> Iterator[str]:
+        """The streamer's pieces; raises GenerationStalled when the model stops making progress."""
+        while True:
+            try:
+                yield next(streamer)
+            except StopIteration:
+                return
+            except queue.Empty:
+                if (idle := _stalled_for(loaded, stall_seconds)) is not None:
+                    waiting = not has_model.is_set()
+                    raise GenerationStalled(
+                        f"the model produced no token for {idle:.0f} s"
+                        + (" (stuck on another reply)" if waiting else "")
+                        + "; reply stopped, try again")
 
     started = time.perf_counter()
     worker = threading.Thread(target=run, name="moviechat-generate", daemon=True)
     worker.start()
     drained = False
     try:
-        for piece in streamer:
+        for piece in watch():
             if not stream.text:
                 piece = piece.lstrip()  # the plain format puts a space after "Bot:"
                 if not piece:
@@ -261,16 +317,29 @@ def _generate_pieces(loaded: LoadedModel, prompt_ids, settings, stream: ReplyStr
             stream.text += piece
             yield piece
         drained = True
+    except GenerationStalled as exc:
+        stalled.set()
+        stream.error, stream.finish_reason = exc, "error"
     finally:
         if not drained:  # the consumer stopped listening (or failed): stop generating
             stream.cancel()
-        worker.join()
+        _join_unless_stuck(worker, loaded, stall_seconds, stalled)
         stream.stats.seconds = time.perf_counter() - started
         stream.text = stream.text.rstrip()
         if stream.finish_reason is None:
             stream.finish_reason = "cancelled"
     if stream.error is not None:
         raise stream.error
+
+
+def _join_unless_stuck(worker: threading.Thread, loaded: LoadedModel, stall_seconds: float,
+                       stalled: threading.Event) -> None:
+    """Wait for the generation thread, except one that is stuck: that daemon thread is left behind
+    (holding the model until its backend returns), so the consumer is never frozen with it."""
+    while worker.is_alive():
+        worker.join(timeout=WATCH_INTERVAL)
+        if stalled.is_set() or _stalled_for(loaded, stall_seconds) is not None:
+            return
 
 
 def _transformers_generate(loaded: LoadedModel, prompt_ids, settings, streamer, stream: ReplyStream) -> list[int]:
