@@ -23,6 +23,9 @@ from .store import Conversation, Message, Store, UnknownMessage
 # CPU prompt processing grows with the prompt: a chat keeps at most this many tokens of history.
 MAX_CHAT_CONTEXT = 1024
 TITLE_LENGTH = 48
+# Far more than a prompt can hold (the model reads the last ~1,000 tokens of an over-long message), and
+# small enough that a pasted file can't make every later turn re-tokenize megabytes of history.
+MAX_MESSAGE_CHARS = 50_000
 
 # C0/C1 control characters except tab and newline: they would garble terminals and prompts.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -33,15 +36,29 @@ class EngineError(Exception):
 
 
 def clean_user_text(text: str) -> str:
-    """What is stored and sent for a user message; raises on empty input."""
+    """What is stored and sent for a user message; raises on empty or over-long input."""
+    return checked_user_text(text)[0]
+
+
+def checked_user_text(text: str) -> tuple[str, list[str]]:
+    """The cleaned text and one-line notices of what was changed; raises on empty or over-long input."""
     if not isinstance(text, str):
         raise EngineError("a message must be text")
+    notices = []
     # Lone surrogates (undecodable bytes read with surrogateescape) can't be stored as UTF-8.
-    text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n")).strip()
+    cleaned = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if cleaned.count("\ufffd") > text.count("\ufffd"):
+        notices.append("your message had bytes that are not valid UTF-8; they were replaced with \ufffd")
+    text = cleaned.replace("\r\n", "\n").replace("\r", "\n")
+    if removed := len(_CONTROL.findall(text)):
+        notices.append(f"{removed} control character(s) (such as NUL) were removed from your message")
+    text = _CONTROL.sub("", text).strip()
     if not text:
         raise EngineError("empty message: type something to say")
-    return text
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise EngineError(f"message too long: {len(text):,} characters (at most {MAX_MESSAGE_CHARS:,});"
+                          " nothing was sent")
+    return text, notices
 
 
 def prompt_budget(loaded: LoadedModel, settings: GenerationSettings) -> int:
@@ -204,12 +221,14 @@ class ChatEngine:
 
     def send(self, conversation_id: int, text: str, settings: GenerationSettings | None = None) -> Reply:
         """Commit the user's message now; iterate the returned Reply to generate."""
-        text = clean_user_text(text)
+        text, notices = checked_user_text(text)
         conversation = self.store.get_conversation(conversation_id)
         user_message = self.store.add_message(conversation_id, USER, text)
         if not conversation.title:
             self.store.rename_conversation(conversation_id, default_title(text))
-        return self._reply(conversation_id, user_message, settings)
+        reply = self._reply(conversation_id, user_message, settings)
+        reply.notices.extend(notices)
+        return reply
 
     def regenerate(self, conversation_id: int, settings: GenerationSettings | None = None) -> Reply:
         """Drop the last bot reply (if any) and answer the last user message again."""
@@ -224,14 +243,16 @@ class ChatEngine:
         self, conversation_id: int, text: str, settings: GenerationSettings | None = None
     ) -> Reply:
         """Replace the last user message (and what followed it) and answer the new text."""
-        text = clean_user_text(text)
+        text, notices = checked_user_text(text)
         messages = self.store.messages(conversation_id)
         last_user = next((m for m in reversed(messages) if m.role == USER), None)
         if last_user is None:
             raise EngineError("no user message to edit")
         self.store.delete_messages_from(conversation_id, last_user.position)
         user_message = self.store.add_message(conversation_id, USER, text)
-        return self._reply(conversation_id, user_message, settings)
+        reply = self._reply(conversation_id, user_message, settings)
+        reply.notices.extend(notices)
+        return reply
 
     def _reply(self, conversation_id: int, user_message: Message, settings: GenerationSettings | None) -> Reply:
         reply = Reply(conversation_id, user_message)

@@ -165,11 +165,12 @@ class Store:
         refuse_non_sqlite_file(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise StoreError(f"cannot create the directory {self.path.parent}: {error.strerror}") from None
+        with self._errors():
             # isolation_level=None: sqlite3 opens no hidden transactions; we BEGIN where we mean to.
             self._conn = sqlite3.connect(self.path, timeout=busy_timeout,
                                          check_same_thread=False, isolation_level=None)
-        except (OSError, sqlite3.Error) as error:
-            raise StoreError(f"cannot open {self.path}: {error}") from None
         self.db = sqlite_utils.Database(self._conn, execute_plugins=False)
         try:
             self._open()
