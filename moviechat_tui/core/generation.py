@@ -8,10 +8,9 @@ end the turn (no empty replies), the repetition penalty and the no-repeat n-gram
 rule count the reply's tokens (not the history's), and one reply runs per model
 at a time (the model's `generate_lock`).
 
-A watchdog ends a reply whose backend stops producing tokens: after `stall_seconds` without a
-token (counted while the model works on it, or while the reply waits behind a reply that is itself
-stuck), the reply ends as "error" with a GenerationStalled message and the consumer goes on, while
-the stuck worker thread is left behind (a daemon).
+A watchdog (watchdog.py) ends a reply whose backend produces no token for `stall_seconds`: the
+reply ends as "error" with a GenerationStalled message and the consumer goes on, while the stuck
+worker thread is left behind (a daemon).
 
 `warm_prefix` has the model read a prompt's known beginning ahead of time, so
 that the next reply only prefills what is new: on the fast path as a cached
@@ -23,7 +22,6 @@ from __future__ import annotations
 
 import atexit
 import copy
-import queue
 import threading
 import time
 import weakref
@@ -32,16 +30,16 @@ from typing import Iterator
 
 from .backends.ct2 import MIN_PREFIX_TOKENS, longest_prefix
 from .loading import LoadedModel
+from .watchdog import (  # noqa: F401  (STALL_SECONDS, GenerationStalled: part of this module's API)
+    STALL_SECONDS,
+    WATCH_INTERVAL,
+    GenerationStalled,
+    beat,
+    join_unless_stuck,
+    watched,
+)
 
 PREFIX_STATES = 2  # KV caches the transformers path keeps warmed (the latest conversations')
-# A reply ends as an error after this long without a new token. Generous: a long prompt's prefill on a
-# busy CPU takes seconds, not a minute.
-STALL_SECONDS = 60.0
-WATCH_INTERVAL = 0.25  # how often the consumer looks at the clock while no text arrives
-
-
-class GenerationStalled(RuntimeError):
-    """The backend produced no token for too long; the message is one line for the user."""
 
 
 class SettingsError(ValueError):
@@ -151,23 +149,6 @@ def stream_reply(loaded: LoadedModel, prompt_ids: list[int], settings: Generatio
     return stream
 
 
-# The model's heartbeat: time.monotonic() of its latest token, or of the moment a reply or a warm-up
-# took its generate_lock. A reply waiting for the lock sees whether the holder still makes progress.
-_progress: "weakref.WeakKeyDictionary[LoadedModel, float]" = weakref.WeakKeyDictionary()
-
-
-def _beat(loaded: LoadedModel) -> None:
-    _progress[loaded] = time.monotonic()
-
-
-def _stalled_for(loaded: LoadedModel, limit: float) -> float | None:
-    """Seconds since the model's last progress, when it is busy (locked) and that exceeds `limit`."""
-    if not loaded.generate_lock.locked():
-        return None
-    idle = time.monotonic() - _progress.get(loaded, time.monotonic())
-    return idle if idle > limit else None
-
-
 def warm_prefix(loaded: LoadedModel, prefix_ids: list[int], wait: bool = False) -> threading.Thread | None:
     """Compute the model state after `prefix_ids` on a background thread (None: nothing to do).
 
@@ -182,7 +163,7 @@ def warm_prefix(loaded: LoadedModel, prefix_ids: list[int], wait: bool = False) 
     def run() -> None:
         try:
             with loaded.generate_lock:
-                _beat(loaded)
+                beat(loaded)
                 if fast:
                     loaded.fast.warm(loaded.tokenizer, prefix_ids)
                 else:
@@ -251,7 +232,7 @@ def _generate_pieces(loaded: LoadedModel, prompt_ids, settings, stream: ReplyStr
     class CountingStreamer(TextIteratorStreamer):
         def put(self, value):
             if not self.next_tokens_are_prompt:
-                _beat(loaded)
+                beat(loaded)
                 stream.stats.new_tokens += value.numel()
                 if stream.stats.first_token_seconds is None:
                     stream.stats.first_token_seconds = time.perf_counter() - started
@@ -267,7 +248,7 @@ def _generate_pieces(loaded: LoadedModel, prompt_ids, settings, stream: ReplyStr
     def run() -> None:
         try:
             with loaded.generate_lock:
-                _beat(loaded)
+                beat(loaded)
                 has_model.set()
                 if stream.cancelled:  # given up on while it waited for the model
                     return
@@ -289,27 +270,12 @@ def _generate_pieces(loaded: LoadedModel, prompt_ids, settings, stream: ReplyStr
                 stream.error, stream.finish_reason = exc, "error"
             streamer.end()
 
-    def watch() -> Iterator[str]:
-        """The streamer's pieces; raises GenerationStalled when the model stops making progress."""
-        while True:
-            try:
-                yield next(streamer)
-            except StopIteration:
-                return
-            except queue.Empty:
-                if (idle := _stalled_for(loaded, stall_seconds)) is not None:
-                    waiting = not has_model.is_set()
-                    raise GenerationStalled(
-                        f"the model produced no token for {idle:.0f} s"
-                        + (" (stuck on another reply)" if waiting else "")
-                        + "; reply stopped, try again")
-
     started = time.perf_counter()
     worker = threading.Thread(target=run, name="moviechat-generate", daemon=True)
     worker.start()
     drained = False
     try:
-        for piece in watch():
+        for piece in watched(streamer, loaded, stall_seconds, has_model):
             if not stream.text:
                 piece = piece.lstrip()  # the plain format puts a space after "Bot:"
                 if not piece:
@@ -323,23 +289,13 @@ def _generate_pieces(loaded: LoadedModel, prompt_ids, settings, stream: ReplyStr
     finally:
         if not drained:  # the consumer stopped listening (or failed): stop generating
             stream.cancel()
-        _join_unless_stuck(worker, loaded, stall_seconds, stalled)
+        join_unless_stuck(worker, loaded, stall_seconds, stalled)
         stream.stats.seconds = time.perf_counter() - started
         stream.text = stream.text.rstrip()
         if stream.finish_reason is None:
             stream.finish_reason = "cancelled"
     if stream.error is not None:
         raise stream.error
-
-
-def _join_unless_stuck(worker: threading.Thread, loaded: LoadedModel, stall_seconds: float,
-                       stalled: threading.Event) -> None:
-    """Wait for the generation thread, except one that is stuck: that daemon thread is left behind
-    (holding the model until its backend returns), so the consumer is never frozen with it."""
-    while worker.is_alive():
-        worker.join(timeout=WATCH_INTERVAL)
-        if stalled.is_set() or _stalled_for(loaded, stall_seconds) is not None:
-            return
 
 
 def _transformers_generate(loaded: LoadedModel, prompt_ids, settings, streamer, stream: ReplyStream) -> list[int]:
