@@ -410,6 +410,71 @@ def test_waits_for_a_lock_released_within_the_timeout(db_path):
         assert store.messages(conversation.id) == [message]
 
 
+def test_reads_never_wait_for_a_write_queued_behind_another_programs_lock(db_path):
+    with Store(db_path, busy_timeout=30) as store:
+        conversation = chat(store, "hello")
+        other = _hold_write_lock(db_path)
+        writer = threading.Thread(target=lambda: store.add_message(conversation.id, "user", "queued"))
+        writer.start()
+        try:
+            time.sleep(0.1)  # the writer now waits for the lock, holding the store's write side
+            # the reading side goes on meanwhile (the old single connection froze here for 30 s)
+            assert [c.id for c in store.list_conversations()] == [conversation.id]
+            assert [m.text for m in store.messages(conversation.id)] == ["hello"]
+            assert writer.is_alive()
+        finally:
+            other.execute("COMMIT")
+            writer.join()
+            other.close()
+        assert [m.text for m in store.messages(conversation.id)] == ["hello", "queued"]
+
+
+def test_on_busy_is_told_and_the_write_tried_again_until_it_goes_through(db_path):
+    with Store(db_path, busy_timeout=0.05) as store:
+        conversation = chat(store, "hello")
+        message = store.add_message(conversation.id, "bot", "", status="partial")
+        other, calls = _hold_write_lock(db_path), []
+
+        def on_busy(error):
+            assert isinstance(error, DatabaseLocked)
+            calls.append(error)
+            if len(calls) == 3:
+                other.execute("ROLLBACK")  # the other program lets go
+
+        store.on_busy = on_busy
+        try:
+            added = store.add_message(conversation.id, "user", "retried")
+            assert len(calls) == 3
+            other.execute("BEGIN IMMEDIATE")
+            calls.clear()
+            store.update_message(message.id, text="also retried", status="complete")  # a lone UPDATE
+        finally:
+            other.close()
+        assert len(calls) == 3
+        assert [(m.text, m.position) for m in store.messages(conversation.id)] == [
+            ("hello", 0), ("also retried", 1), ("retried", 2)]  # each saved once
+        assert added.position == 2
+
+
+def test_on_busy_gives_up_by_raising_and_nothing_is_half_done(db_path):
+    with Store(db_path, busy_timeout=0.05) as store:
+        conversation = chat(store, "hello")
+        other = _hold_write_lock(db_path)
+
+        def give_up(error):
+            raise error
+
+        store.on_busy = give_up
+        try:
+            with pytest.raises(DatabaseLocked, match="locked"):
+                store.rename_conversation(conversation.id, "new name")
+        finally:
+            other.close()
+        assert store.get_conversation(conversation.id).title == "chat"
+        store.rename_conversation(conversation.id, "new name")  # usable as soon as the lock is gone
+        assert store.get_conversation(conversation.id).title == "new name"
+
+
 def test_threads_share_one_store(store):
     conversation = store.create_conversation()
 
