@@ -127,3 +127,39 @@ def test_the_engine_keeps_the_turn_and_stays_usable(tmp_path, loaded, backend):
         again = engine.regenerate(conversation.id)
         assert again.consume() == "Hello there friend" and again.status == "complete"
         assert [m.status for m in engine.messages(conversation.id)] == ["complete", "complete"]
+
+
+def test_the_app_shows_a_stalled_reply_as_an_error_and_goes_on(tmp_path, loaded, backend):
+    import asyncio
+
+    from moviechat_tui.tui.app import MovieChatApp
+    from moviechat_tui.tui.widgets import MessageView
+
+    async def exchange(app, pilot, text):
+        app.chat_input.text = text
+        await pilot.press("enter")
+        deadline = time.monotonic() + 20
+        while app.generating or len(app.query(MessageView)) % 2 or not app.query(MessageView):
+            assert time.monotonic() < deadline, "no reply"
+            await pilot.pause(0.05)
+        return app.query(MessageView).last()
+
+    async def run():
+        with Store(tmp_path / "chat.db") as store:
+            engine = ChatEngine(store, "fake", SETTINGS, loader=lambda spec: loaded, stall_seconds=STALL)
+            app = MovieChatApp(engine)
+            async with app.run_test(size=(100, 30)) as pilot:
+                backend.stall.set()
+                stuck = await exchange(app, pilot, "Are you there?")
+                assert stuck.status == "error" and stuck.text.startswith("Hello")
+                assert any("no token for" in n.message for n in app._notifications)
+                backend.stall.clear()
+                backend.release.set()
+                await pilot.pause(0.2)
+                answered = await exchange(app, pilot, "Hello?")
+                assert (answered.status, answered.text) == ("complete", "Hello there friend")
+                [conversation] = store.list_conversations()
+                assert [m.status for m in store.messages(conversation.id)] == ["complete", "error", "complete",
+                                                                              "complete"]
+
+    asyncio.run(run())

@@ -163,6 +163,12 @@ class Store:
             migrate(self.db)
         self._conn.execute(f"PRAGMA user_version = {self.SCHEMA_VERSION:d}")
 
+    def set_busy_timeout(self, seconds: float) -> None:
+        """How long a write waits for another program's lock before raising or calling on_busy."""
+        with self._lock, self._errors():
+            self._conn.execute(f"PRAGMA busy_timeout = {round(seconds * 1000):d}")
+        self.busy_timeout = seconds
+
     def close(self) -> None:
         with self._lock, self._read_lock:
             self._conn.close()
