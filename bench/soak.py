@@ -165,7 +165,7 @@ def verify(db: Path, journals: list[Path]) -> dict:
                if [m[0] for m in messages] != list(range(len(messages))))
     index = {(conversation, m[2]): i for conversation, messages in by_conversation.items()
              for i, m in enumerate(messages) if m[1] == "user"}
-    report = Counter()
+    report, by_writer = Counter(), Counter()
     acknowledged = set()
     for entry in (e for path in journals for e in read_journal(path)):
         kind = entry["kind"]
@@ -176,6 +176,7 @@ def verify(db: Path, journals: list[Path]) -> dict:
         at = index.get(key)
         if kind == "user":
             report["turns_written"] += 1
+            by_writer[entry["writer"].rstrip("0123456789")] += 1
             report["turns_found"] += at is not None
             acknowledged.add(key)
         else:
@@ -187,6 +188,7 @@ def verify(db: Path, journals: list[Path]) -> dict:
     statuses = Counter(status for _, _, role, _, status in rows if role == "bot")
     return {
         "turns_written": report["turns_written"], "turns_found": report["turns_found"],
+        "turns_written_by": dict(by_writer),
         "replies_written": report["replies_written"], "replies_found": report["replies_found"],
         "saved_not_yet_acknowledged": sum(1 for key in index if key not in acknowledged),
         "bot_replies_by_status": dict(statuses), "store_errors": report["store_error_entries"],
@@ -222,7 +224,8 @@ def main() -> int:
             time.sleep(min(random.uniform(*args.kill_every), max(0.0, end - now)))
             if time.monotonic() >= end:
                 break
-            victim = random.choice(writers)
+            fewest = min(w.kills for w in writers)  # at random among the least killed: each gets its turn
+            victim = random.choice([w for w in writers if w.kills == fewest])
             victim.kill()
             print(f"{time.monotonic() - started:6.0f} s  kill -9 {victim.name}", file=sys.stderr)
             victim.start()
