@@ -116,8 +116,12 @@ def _settings_from(args):
 
 def cmd_chat(args) -> int:
     from .core.engine import ChatEngine, EngineError
+    from .core.store import StoreError
 
     interactive = sys.stdin.isatty()
+    # Bytes that are not UTF-8 reach the engine as lone surrogates, which it replaces (with a notice)
+    # rather than stopping the chat with a UnicodeDecodeError.
+    sys.stdin.reconfigure(errors="surrogateescape")
     store = _open_store(args)
     engine = ChatEngine(store, getattr(args, "model", "default"), _settings_from(args))
     genres = [g for g in (args.genres or "").split(",") if g.strip()] or None
@@ -131,7 +135,7 @@ def cmd_chat(args) -> int:
     with err.status(f"loading model {escape(engine.model_spec)}…", spinner="dots") if interactive else _null():
         engine.load()
     err.print(f"[dim]conversation #{conversation.id} · model {escape(engine.model_spec)} · db {escape(str(store.path))}"
-              + (" · Ctrl-C stops a reply, Ctrl-D quits" if interactive else "") + "[/]")
+              + (" · Ctrl-C stops a reply, Ctrl-D quits" if interactive else "") + "[/]", soft_wrap=True)
     while True:
         try:
             line = out.input("[bold cyan]You:[/] ") if interactive else sys.stdin.readline()
@@ -143,25 +147,32 @@ def cmd_chat(args) -> int:
             if interactive:
                 err.print("[yellow]empty message: type something to say[/]")
             continue
-        if not interactive:
-            out.print(f"[bold cyan]You:[/] {escape(line.strip())}")
         try:
             reply = engine.send(conversation.id, line)
         except EngineError as exc:
-            err.print(f"[yellow]{escape(str(exc))}[/]")
+            err.print(f"[yellow]{escape(str(exc))}[/]", soft_wrap=True)
             continue
+        if not interactive:  # echo what was saved, so the transcript reads as a chat
+            out.print(f"[bold cyan]You:[/] {escape(reply.user_message.text)}")
         out.print("[bold magenta]Bot:[/] ", end="")
+        pieces = iter(reply)
         try:
-            for piece in reply:
+            for piece in pieces:
                 out.print(escape(piece), end="", soft_wrap=True)
         except KeyboardInterrupt:
             reply.cancel()
-            for _ in reply:  # let the stream wind down and the store record it
+            for _ in pieces:  # let the stream wind down and the store record it
                 pass
+        except StoreError:
+            raise
+        except Exception as exc:  # the reply failed (e.g. the model stalled): saved as an error, chat goes on
+            reply.error = reply.error or str(exc)
         out.print()
         for notice in reply.notices:
-            err.print(f"[dim]note: {escape(notice)}[/]")
-        if reply.status != "complete":
+            err.print(f"[dim]note: {escape(notice)}[/]", soft_wrap=True)
+        if reply.status == "error":
+            err.print(f"[red]error:[/] {escape(reply.error or 'the reply failed')}", soft_wrap=True)
+        elif reply.status != "complete":
             err.print(f"[dim]({reply.status})[/]")
     err.print(f"[dim]saved as conversation #{conversation.id}: moviechat-tui replay {conversation.id}[/]")
     return 0
@@ -316,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
             return _run_app(args)
         return COMMANDS[args.command](args)
     except (CliError, EngineError, SettingsError, ModelLoadError, StoreError) as exc:
-        err.print(f"[red]error:[/] {escape(str(exc))}")
+        err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)  # one line, however long
         return 2
     except KeyboardInterrupt:
         return 130

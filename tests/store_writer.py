@@ -2,6 +2,8 @@
 
     python tests/store_writer.py stream DB   # streams a bot reply token by token until killed
     python tests/store_writer.py bulk DB N   # adds N messages to its own conversation after "go" on stdin
+
+`open_and_write` is the target of processes started by multiprocessing (several on one new file).
 """
 
 from __future__ import annotations
@@ -35,6 +37,15 @@ def bulk(db: str, n: int) -> None:
     for i in range(n):
         store.add_message(conversation.id, "user" if i % 2 == 0 else "bot", f"message {i}")
     print("done", flush=True)
+
+
+def open_and_write(db: str, name: str, n: int, start) -> None:
+    """Wait for `start` (a Barrier: all processes open the file together), then write n messages."""
+    start.wait()
+    with Store(db) as store:
+        conversation = store.create_conversation(name)
+        for i in range(n):
+            store.add_message(conversation.id, "user" if i % 2 == 0 else "bot", f"message {i}")
 
 
 if __name__ == "__main__":

@@ -97,7 +97,7 @@ def test_continuing_a_saved_conversation_sends_its_history(engine, tiny_loaded, 
     engine.send(conversation.id, "First line.").consume()
     seen = []
     real = engine_module.stream_reply
-    monkeypatch.setattr(engine_module, "stream_reply", lambda loaded, ids, s: seen.append(ids) or real(loaded, ids, s))
+    monkeypatch.setattr(engine_module, "stream_reply", lambda loaded, ids, s, *rest: seen.append(ids) or real(loaded, ids, s, *rest))
     # A new engine (a relaunch) continues the same conversation from the database.
     again = ChatEngine(Store(engine.store.path), "tiny", FAST, loader=lambda spec: tiny_loaded)
     again.send(conversation.id, "Second line.").consume()
@@ -118,11 +118,28 @@ def test_history_is_truncated_from_the_oldest_turn(engine, monkeypatch):
 
 def test_an_overlong_message_is_cut_with_a_notice_not_an_error(engine):
     conversation = engine.new_conversation()
-    reply = engine.send(conversation.id, "blah " * 20_000 + "the end?")
+    reply = engine.send(conversation.id, "blah " * 2_000 + "the end?")  # ~2,000 tokens, 1,024 fit
     reply.consume()
     assert reply.status == "complete"
     assert any("only its last" in n for n in reply.notices)
     assert engine.messages(conversation.id)[0].text.endswith("the end?")  # stored in full
+
+
+def test_a_message_over_the_limit_is_refused_in_one_line_and_nothing_is_stored(engine):
+    conversation = engine.new_conversation()
+    with pytest.raises(EngineError, match=r"^message too long: 1,000,000 characters \(at most 50,000\)"):
+        engine.send(conversation.id, "x" * 1_000_000)
+    assert engine.messages(conversation.id) == []
+    limit = engine_module.MAX_MESSAGE_CHARS
+    assert engine.send(conversation.id, "x" * limit).user_message.text == "x" * limit
+
+
+def test_cleaning_a_message_says_what_it_changed(engine):
+    conversation = engine.new_conversation()
+    reply = engine.send(conversation.id, "nul\x00here \udcff ok")
+    assert reply.user_message.text == "nulhere \ufffd ok"
+    assert len(reply.notices) == 2
+    assert engine.send(conversation.id, "plain \ufffd text").notices == []
 
 
 @pytest.mark.parametrize("text", ["", "   ", "\n\t\n", "\x00\x01\x02"])

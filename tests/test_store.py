@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import sqlite3
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import store_writer
 
 from moviechat_tui.core import store as store_module
 from moviechat_tui.core.store import (
@@ -408,6 +410,71 @@ def test_waits_for_a_lock_released_within_the_timeout(db_path):
         assert store.messages(conversation.id) == [message]
 
 
+def test_reads_never_wait_for_a_write_queued_behind_another_programs_lock(db_path):
+    with Store(db_path, busy_timeout=30) as store:
+        conversation = chat(store, "hello")
+        other = _hold_write_lock(db_path)
+        writer = threading.Thread(target=lambda: store.add_message(conversation.id, "user", "queued"))
+        writer.start()
+        try:
+            time.sleep(0.1)  # the writer now waits for the lock, holding the store's write side
+            # the reading side goes on meanwhile (the old single connection froze here for 30 s)
+            assert [c.id for c in store.list_conversations()] == [conversation.id]
+            assert [m.text for m in store.messages(conversation.id)] == ["hello"]
+            assert writer.is_alive()
+        finally:
+            other.execute("COMMIT")
+            writer.join()
+            other.close()
+        assert [m.text for m in store.messages(conversation.id)] == ["hello", "queued"]
+
+
+def test_on_busy_is_told_and_the_write_tried_again_until_it_goes_through(db_path):
+    with Store(db_path, busy_timeout=0.05) as store:
+        conversation = chat(store, "hello")
+        message = store.add_message(conversation.id, "bot", "", status="partial")
+        other, calls = _hold_write_lock(db_path), []
+
+        def on_busy(error):
+            assert isinstance(error, DatabaseLocked)
+            calls.append(error)
+            if len(calls) == 3:
+                other.execute("ROLLBACK")  # the other program lets go
+
+        store.on_busy = on_busy
+        try:
+            added = store.add_message(conversation.id, "user", "retried")
+            assert len(calls) == 3
+            other.execute("BEGIN IMMEDIATE")
+            calls.clear()
+            store.update_message(message.id, text="also retried", status="complete")  # a lone UPDATE
+        finally:
+            other.close()
+        assert len(calls) == 3
+        assert [(m.text, m.position) for m in store.messages(conversation.id)] == [
+            ("hello", 0), ("also retried", 1), ("retried", 2)]  # each saved once
+        assert added.position == 2
+
+
+def test_on_busy_gives_up_by_raising_and_nothing_is_half_done(db_path):
+    with Store(db_path, busy_timeout=0.05) as store:
+        conversation = chat(store, "hello")
+        other = _hold_write_lock(db_path)
+
+        def give_up(error):
+            raise error
+
+        store.on_busy = give_up
+        try:
+            with pytest.raises(DatabaseLocked, match="locked"):
+                store.rename_conversation(conversation.id, "new name")
+        finally:
+            other.close()
+        assert store.get_conversation(conversation.id).title == "chat"
+        store.rename_conversation(conversation.id, "new name")  # usable as soon as the lock is gone
+        assert store.get_conversation(conversation.id).title == "new name"
+
+
 def test_threads_share_one_store(store):
     conversation = store.create_conversation()
 
@@ -443,6 +510,33 @@ def test_kill_9_mid_reply_keeps_what_was_written(db_path):
         assert reply.token_count >= 5
         # text and token_count were written by one statement, so they agree
         assert reply.text == "".join(f" word{i}" for i in range(1, reply.token_count + 1))
+
+
+def test_many_processes_open_a_missing_database_at_once(tmp_path):
+    # 8 processes race to create the schema (and to switch the new file to WAL) on each of 20 new
+    # files. forkserver: fresh processes, each started in milliseconds with the store preloaded.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["moviechat_tui.core.store", "store_writer"])
+    processes, n = 8, 6
+    for round_ in range(20):
+        db = tmp_path / f"round{round_}" / "conversations.db"
+        start = context.Barrier(processes)
+        workers = [context.Process(target=store_writer.open_and_write, args=(str(db), f"writer {k}", n, start))
+                   for k in range(processes)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=60)
+        assert [worker.exitcode for worker in workers] == [0] * processes, f"round {round_}"
+        with Store(db) as store:
+            conversations = store.list_conversations()
+            assert sorted(c.title for c in conversations) == [f"writer {k}" for k in range(processes)]
+            for conversation in conversations:
+                messages = store.messages(conversation.id)
+                assert [m.position for m in messages] == list(range(n))
+                assert [m.text for m in messages] == [f"message {i}" for i in range(n)]
+            assert store.db.execute("PRAGMA user_version").fetchone()[0] == Store.SCHEMA_VERSION
+            assert store.db.journal_mode == "wal"
 
 
 def test_two_processes_write_at_once(db_path):

@@ -143,6 +143,14 @@ def test_a_very_long_message_gets_a_reply(db_path, store):
     assert not at.error
 
 
+def test_a_1mb_paste_is_cut_by_the_input_box_and_answered(db_path, store):
+    at = say(open_page(), "x" * 1_000_000)  # AppTest keeps to max_chars as the browser does
+    [conversation] = store.list_conversations()
+    user, bot = store.messages(conversation.id)
+    assert user.text == "x" * engine_module.MAX_MESSAGE_CHARS and bot.status == "complete"
+    assert [i.value for i in at.info if "tokens" in i.value] and not at.error and not at.warning
+
+
 def test_a_conversation_from_the_tui_can_be_opened_and_continued(db_path, store):
     other = ChatEngine(store, "tui-model")
     old = other.new_conversation("From the terminal")

@@ -201,7 +201,7 @@ def _print_stats(stats: dict) -> None:
 # --- train -------------------------------------------------------------------
 
 
-def add_train_command(subparsers) -> None:
+def add_train_command(subparsers) -> argparse.ArgumentParser:
     from trainer.config import TrainConfig
 
     d = TrainConfig()
@@ -242,6 +242,7 @@ def add_train_command(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=d.seed)
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     parser.set_defaults(func=run_train)
+    return parser
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -255,6 +256,8 @@ def run_train(args: argparse.Namespace) -> int:
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
     if config.corpus is not None and not Path(config.corpus).exists():
         raise UsageError(f"no corpus at {config.corpus}")
+    if config.resume:
+        _refuse_flags_that_differ_from_the_run(config, getattr(args, "argv", None))
     try:
         train(config)
     except (TrainError, MemoryBudgetError) as exc:
@@ -263,6 +266,33 @@ def run_train(args: argparse.Namespace) -> int:
         print(str(exc), file=sys.stderr)
         return 130
     return 0
+
+
+def _refuse_flags_that_differ_from_the_run(config, argv: list[str] | None) -> None:
+    """--resume continues with the run's saved settings: a flag the user gave that says otherwise is an
+    error naming it, rather than silently ignored. Argparse defaults are not flags the user gave."""
+    from trainer.config import differing_settings
+    from trainer.train import TrainError, read_metadata
+
+    try:
+        saved = (read_metadata(Path(config.out).expanduser()) or {}).get("settings")
+    except TrainError as exc:
+        raise UsageError(str(exc)) from None
+    if saved and argv is not None and (differing := differing_settings(config, saved, _train_flags_given(argv))):
+        raise UsageError(f"--resume continues {config.out} with its own settings, and these flags differ from them: "
+                         f"{', '.join(differing)}; drop them, or start a new run with another --out")
+
+
+def _train_flags_given(argv: list[str]) -> dict[str, str]:
+    """{dest: option string} of the `train` options present in argv, whatever their value: argv parsed
+    again with every default suppressed, so only what was on the command line is set."""
+    probe = argparse.ArgumentParser(add_help=False)
+    train_parser = add_train_command(probe.add_subparsers())
+    actions = [a for a in train_parser._actions if a.option_strings]  # argparse keeps no public list
+    for action in actions:
+        action.default = argparse.SUPPRESS
+    given, _ = probe.parse_known_args(argv)
+    return {a.dest: a.option_strings[0] for a in actions if a.dest in vars(given)}
 
 
 # --- eval --------------------------------------------------------------------
@@ -423,6 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # which flags were given (train --resume)
     try:
         return args.func(args)
     except (CorpusError, UsageError) as exc:

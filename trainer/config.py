@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 from trainer.splits import DEFAULT_RATIOS, DEFAULT_SALT
 
@@ -67,3 +68,20 @@ class TrainConfig:
         if "ratios" in kwargs:
             kwargs["ratios"] = tuple(kwargs["ratios"])
         return cls(**kwargs)
+
+
+NOT_RUN_SETTINGS = {"out", "resume", "progress"}  # may differ when a run is resumed
+
+
+def differing_settings(asked: TrainConfig, saved: dict, flags: dict[str, str]) -> list[str]:
+    """The given flags ({field: option string}) whose value in `asked` differs from the run's `saved`
+    settings, each as 'FLAG VALUE (the run has SAVED)'."""
+    run, wanted = TrainConfig.from_dict(saved).to_dict(), asked.to_dict()
+    return [f"{flag} {wanted[name]} (the run has {run[name]})" for name, flag in flags.items()
+            if name in run and name not in NOT_RUN_SETTINGS and _differs(name, wanted[name], run[name])]
+
+
+def _differs(name: str, asked, saved) -> bool:
+    if name == "corpus" and asked is not None and saved is not None:  # one corpus, however it is spelled
+        return Path(asked).expanduser().resolve() != Path(saved).expanduser().resolve()
+    return asked != saved

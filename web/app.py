@@ -18,7 +18,7 @@ if _ROOT not in sys.path:  # `streamlit run web/app.py` puts web/ on sys.path, n
     sys.path.insert(0, _ROOT)
 
 from moviechat_tui.core.dialogue import USER
-from moviechat_tui.core.engine import ChatEngine, EngineError
+from moviechat_tui.core.engine import MAX_MESSAGE_CHARS, ChatEngine, EngineError, clean_user_text
 from moviechat_tui.core.generation import GenerationSettings, SettingsError
 from moviechat_tui.core.loading import ModelLoadError
 from moviechat_tui.core.store import Conversation, Message, StoreError, UnknownConversation
@@ -294,6 +294,7 @@ def reply_to(engine: ChatEngine, current: Conversation | None, text: str) -> Non
     if not text.strip():
         return  # empty input is ignored
     try:
+        clean_user_text(text)  # refuse bad input before a new conversation is made for it
         if current is None:
             settings = settings_from_widgets(engine.settings, None)
             current = engine.new_conversation(settings=settings, genres=st.session_state.get("genres:new"))
@@ -344,7 +345,7 @@ def main() -> None:
     for m in engine.messages(current.id) if current else []:
         show_message(m)
     text = st.chat_input("Chat is off until the model loads" if model_error else "Say something…",
-                         disabled=model_error is not None, submit_mode="stop")
+                         disabled=model_error is not None, submit_mode="stop", max_chars=MAX_MESSAGE_CHARS)
     if text is not None and model_error is None:
         reply_to(engine, current, text)
 

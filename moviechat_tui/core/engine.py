@@ -16,13 +16,16 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from .dialogue import BOT, USER, Conditioning, FittedPrompt, Turn, fit_prompt, next_turn_prefix
-from .generation import GenerationSettings, ReplyStats, ReplyStream, stream_reply, warm_prefix
+from .generation import STALL_SECONDS, GenerationSettings, ReplyStats, ReplyStream, stream_reply, warm_prefix
 from .loading import DEFAULT_SPEC, LoadedModel, load_model
 from .store import Conversation, Message, Store, UnknownMessage
 
 # CPU prompt processing grows with the prompt: a chat keeps at most this many tokens of history.
 MAX_CHAT_CONTEXT = 1024
 TITLE_LENGTH = 48
+# Far more than a prompt can hold (the model reads the last ~1,000 tokens of an over-long message), and
+# small enough that a pasted file can't make every later turn re-tokenize megabytes of history.
+MAX_MESSAGE_CHARS = 50_000
 
 # C0/C1 control characters except tab and newline: they would garble terminals and prompts.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -33,15 +36,29 @@ class EngineError(Exception):
 
 
 def clean_user_text(text: str) -> str:
-    """What is stored and sent for a user message; raises on empty input."""
+    """What is stored and sent for a user message; raises on empty or over-long input."""
+    return checked_user_text(text)[0]
+
+
+def checked_user_text(text: str) -> tuple[str, list[str]]:
+    """The cleaned text and one-line notices of what was changed; raises on empty or over-long input."""
     if not isinstance(text, str):
         raise EngineError("a message must be text")
+    notices = []
     # Lone surrogates (undecodable bytes read with surrogateescape) can't be stored as UTF-8.
-    text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    text = _CONTROL.sub("", text.replace("\r\n", "\n").replace("\r", "\n")).strip()
+    cleaned = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if cleaned.count("\ufffd") > text.count("\ufffd"):
+        notices.append("your message had bytes that are not valid UTF-8; they were replaced with \ufffd")
+    text = cleaned.replace("\r\n", "\n").replace("\r", "\n")
+    if removed := len(_CONTROL.findall(text)):
+        notices.append(f"{removed} control character(s) (such as NUL) were removed from your message")
+    text = _CONTROL.sub("", text).strip()
     if not text:
         raise EngineError("empty message: type something to say")
-    return text
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise EngineError(f"message too long: {len(text):,} characters (at most {MAX_MESSAGE_CHARS:,});"
+                          " nothing was sent")
+    return text, notices
 
 
 def prompt_budget(loaded: LoadedModel, settings: GenerationSettings) -> int:
@@ -124,8 +141,10 @@ class ChatEngine:
         model_spec: str = DEFAULT_SPEC,
         settings: GenerationSettings | None = None,
         loader: Callable[[str], LoadedModel] = load_model,
+        stall_seconds: float = STALL_SECONDS,
     ) -> None:
         self.store = store
+        self.stall_seconds = stall_seconds  # a reply with no new token for this long ends as an error
         self.model_spec = model_spec or DEFAULT_SPEC
         self.settings = (settings or GenerationSettings()).validate()
         self._loader = loader
@@ -202,12 +221,14 @@ class ChatEngine:
 
     def send(self, conversation_id: int, text: str, settings: GenerationSettings | None = None) -> Reply:
         """Commit the user's message now; iterate the returned Reply to generate."""
-        text = clean_user_text(text)
+        text, notices = checked_user_text(text)
         conversation = self.store.get_conversation(conversation_id)
         user_message = self.store.add_message(conversation_id, USER, text)
         if not conversation.title:
             self.store.rename_conversation(conversation_id, default_title(text))
-        return self._reply(conversation_id, user_message, settings)
+        reply = self._reply(conversation_id, user_message, settings)
+        reply.notices.extend(notices)
+        return reply
 
     def regenerate(self, conversation_id: int, settings: GenerationSettings | None = None) -> Reply:
         """Drop the last bot reply (if any) and answer the last user message again."""
@@ -222,14 +243,16 @@ class ChatEngine:
         self, conversation_id: int, text: str, settings: GenerationSettings | None = None
     ) -> Reply:
         """Replace the last user message (and what followed it) and answer the new text."""
-        text = clean_user_text(text)
+        text, notices = checked_user_text(text)
         messages = self.store.messages(conversation_id)
         last_user = next((m for m in reversed(messages) if m.role == USER), None)
         if last_user is None:
             raise EngineError("no user message to edit")
         self.store.delete_messages_from(conversation_id, last_user.position)
         user_message = self.store.add_message(conversation_id, USER, text)
-        return self._reply(conversation_id, user_message, settings)
+        reply = self._reply(conversation_id, user_message, settings)
+        reply.notices.extend(notices)
+        return reply
 
     def _reply(self, conversation_id: int, user_message: Message, settings: GenerationSettings | None) -> Reply:
         reply = Reply(conversation_id, user_message)
@@ -251,7 +274,7 @@ class ChatEngine:
         prompt, settings = plan_prompt(loaded, history, conditioning, settings)
         reply.notices.extend(prompt.notices)
 
-        stream = stream_reply(loaded, prompt.ids, settings)
+        stream = stream_reply(loaded, prompt.ids, settings, self.stall_seconds)
         reply._stream = stream
         if reply._cancel_requested:
             stream.cancel()

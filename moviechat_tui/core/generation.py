@@ -8,6 +8,10 @@ end the turn (no empty replies), the repetition penalty and the no-repeat n-gram
 rule count the reply's tokens (not the history's), and one reply runs per model
 at a time (the model's `generate_lock`).
 
+A watchdog (watchdog.py) ends a reply whose backend produces no token for `stall_seconds`: the
+reply ends as "error" with a GenerationStalled message and the consumer goes on, while the stuck
+worker thread is left behind (a daemon).
+
 `warm_prefix` has the model read a prompt's known beginning ahead of time, so
 that the next reply only prefills what is new: on the fast path as a cached
 CTranslate2 static prompt (fast.py), on the transformers path as a KV cache that
@@ -26,6 +30,14 @@ from typing import Iterator
 
 from .backends.ct2 import MIN_PREFIX_TOKENS, longest_prefix
 from .loading import LoadedModel
+from .watchdog import (  # noqa: F401  (STALL_SECONDS, GenerationStalled: part of this module's API)
+    STALL_SECONDS,
+    WATCH_INTERVAL,
+    GenerationStalled,
+    beat,
+    join_unless_stuck,
+    watched,
+)
 
 PREFIX_STATES = 2  # KV caches the transformers path keeps warmed (the latest conversations')
 
@@ -130,9 +142,10 @@ class ReplyStream:
             close()
 
 
-def stream_reply(loaded: LoadedModel, prompt_ids: list[int], settings: GenerationSettings) -> ReplyStream:
+def stream_reply(loaded: LoadedModel, prompt_ids: list[int], settings: GenerationSettings,
+                 stall_seconds: float = STALL_SECONDS) -> ReplyStream:
     stream = ReplyStream()
-    stream._pieces = _generate_pieces(loaded, prompt_ids, settings.validate(), stream)
+    stream._pieces = _generate_pieces(loaded, prompt_ids, settings.validate(), stream, stall_seconds)
     return stream
 
 
@@ -150,6 +163,7 @@ def warm_prefix(loaded: LoadedModel, prefix_ids: list[int], wait: bool = False) 
     def run() -> None:
         try:
             with loaded.generate_lock:
+                beat(loaded)
                 if fast:
                     loaded.fast.warm(loaded.tokenizer, prefix_ids)
                 else:
@@ -208,7 +222,8 @@ def uses_fast_path(loaded: LoadedModel) -> bool:
     return loaded.fast is not None and not loaded.model_changed
 
 
-def _generate_pieces(loaded: LoadedModel, prompt_ids, settings, stream: ReplyStream) -> Iterator[str]:
+def _generate_pieces(loaded: LoadedModel, prompt_ids, settings, stream: ReplyStream,
+                     stall_seconds: float) -> Iterator[str]:
     import torch
     from transformers import TextIteratorStreamer
 
@@ -217,17 +232,26 @@ def _generate_pieces(loaded: LoadedModel, prompt_ids, settings, stream: ReplyStr
     class CountingStreamer(TextIteratorStreamer):
         def put(self, value):
             if not self.next_tokens_are_prompt:
+                beat(loaded)
                 stream.stats.new_tokens += value.numel()
                 if stream.stats.first_token_seconds is None:
                     stream.stats.first_token_seconds = time.perf_counter() - started
             super().put(value)
 
-    streamer = CountingStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+    # The timeout only wakes the consumer up to look at the watchdog; text arrives word by word.
+    streamer = CountingStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True,
+                                timeout=min(WATCH_INTERVAL, stall_seconds))
     fast = uses_fast_path(loaded)
+    stalled = threading.Event()  # set by the consumer: the worker no longer owns the outcome
+    has_model = threading.Event()  # the worker holds the generate_lock
 
     def run() -> None:
         try:
             with loaded.generate_lock:
+                beat(loaded)
+                has_model.set()
+                if stream.cancelled:  # given up on while it waited for the model
+                    return
                 if fast:
                     streamer.put(torch.tensor(prompt_ids))
                     new = loaded.fast.generate(
@@ -238,14 +262,12 @@ def _generate_pieces(loaded: LoadedModel, prompt_ids, settings, stream: ReplyStr
                     streamer.end()
                 else:
                     new = _transformers_generate(loaded, prompt_ids, settings, streamer, stream)
-            if stream.cancelled:
-                stream.finish_reason = "cancelled"
-            elif new and new[-1] == eot:
-                stream.finish_reason = "end_of_turn"
-            else:
-                stream.finish_reason = "length"
+            if not stalled.is_set():  # else the consumer has already ended the reply
+                stream.finish_reason = ("cancelled" if stream.cancelled else
+                                        "end_of_turn" if new and new[-1] == eot else "length")
         except BaseException as exc:  # surfaced to the consumer below
-            stream.error, stream.finish_reason = exc, "error"
+            if not stalled.is_set():
+                stream.error, stream.finish_reason = exc, "error"
             streamer.end()
 
     started = time.perf_counter()
@@ -253,7 +275,7 @@ def _generate_pieces(loaded: LoadedModel, prompt_ids, settings, stream: ReplyStr
     worker.start()
     drained = False
     try:
-        for piece in streamer:
+        for piece in watched(streamer, loaded, stall_seconds, has_model):
             if not stream.text:
                 piece = piece.lstrip()  # the plain format puts a space after "Bot:"
                 if not piece:
@@ -261,10 +283,13 @@ def _generate_pieces(loaded: LoadedModel, prompt_ids, settings, stream: ReplyStr
             stream.text += piece
             yield piece
         drained = True
+    except GenerationStalled as exc:
+        stalled.set()
+        stream.error, stream.finish_reason = exc, "error"
     finally:
         if not drained:  # the consumer stopped listening (or failed): stop generating
             stream.cancel()
-        worker.join()
+        join_unless_stuck(worker, loaded, stall_seconds, stalled)
         stream.stats.seconds = time.perf_counter() - started
         stream.text = stream.text.rstrip()
         if stream.finish_reason is None:

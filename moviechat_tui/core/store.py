@@ -1,71 +1,53 @@
 """The conversation store: one SQLite file (via sqlite-utils) shared by the TUI and the web page.
 
 Durability: every write commits at once (WAL, synchronous=NORMAL), so a crash or kill -9 of the
-writer mid-reply keeps everything written so far. Concurrency: one connection behind an RLock makes
-a Store safe to share between threads; multi-statement writes take the write lock up front
-(BEGIN IMMEDIATE) so that several processes on one file queue up for up to `busy_timeout` seconds
-instead of deadlocking. The schema version lives in `PRAGMA user_version`; see MIGRATIONS.
+writer mid-reply keeps everything written so far. Concurrency: a write connection and a read-only
+one, each behind its own lock, make a Store safe to share between threads, and reads never wait for
+writes; multi-statement writes take the write lock up front (BEGIN IMMEDIATE) so that several
+processes on one file queue up for up to `busy_timeout` seconds instead of deadlocking, and then
+raise DatabaseLocked or, with `on_busy` set, report it and try again. The schema version lives in `PRAGMA user_version`; see MIGRATIONS. Creating
+or migrating the schema happens in one BEGIN IMMEDIATE transaction that reads the version again, so
+any number of processes may open a missing file at once (tests/test_store.py starts 8).
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import sqlite_utils
 
+from .dbfile import (  # noqa: F401  (the errors are part of the store's API)
+    CorruptDatabase,
+    DatabaseLocked,
+    NewerSchemaError,
+    ReadOnlyDatabase,
+    StoreError,
+    UnknownConversation,
+    UnknownMessage,
+    refuse_non_sqlite_file,
+    store_error,
+    switch_to_wal,
+)
 from .dialogue import ROLES
+from .records import (  # noqa: F401  (the records are part of the store's API)
+    MESSAGE_STATUSES,
+    Conversation,
+    Message,
+    check_status,
+    check_text,
+    clean_title,
+    conversation_from,
+    fts_query,
+    message_from,
+    to_json,
+    utc_now,
+)
 
-MESSAGE_STATUSES = ("complete", "partial", "cancelled", "error")
-SQLITE_MAGIC = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
-
-
-class StoreError(Exception):
-    """A problem with the conversation database, as a one-line message for the user."""
-
-
-class UnknownConversation(StoreError): ...
-class UnknownMessage(StoreError): ...
-class NewerSchemaError(StoreError): ...  # written by a newer moviechat: left untouched
-class CorruptDatabase(StoreError): ...  # not SQLite, damaged, or another program's database: left untouched
-class DatabaseLocked(StoreError): ...  # another program held the write lock beyond the busy timeout
-
-
-@dataclass
-class Conversation:
-    id: int
-    title: str
-    created_at: str  # ISO-8601 UTC, e.g. "2026-11-25T14:33:36.123Z"; sorts as text
-    updated_at: str
-    model_spec: str
-    settings: dict
-    conditioning: dict
-    message_count: int = 0
-
-
-@dataclass
-class Message:
-    id: int
-    conversation_id: int
-    position: int  # 0, 1, 2, ... within its conversation
-    role: str  # "user" | "bot"
-    text: str
-    created_at: str
-    status: str  # one of MESSAGE_STATUSES
-    model: str | None
-    token_count: int | None
-    latency_ms: float | None
-    settings: dict = field(default_factory=dict)  # the generation settings that produced a bot reply
-
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
+T = TypeVar("T")
 
 # --- schema -----------------------------------------------------------------------------------
 
@@ -107,118 +89,91 @@ def _create_v1(db: sqlite_utils.Database) -> None:
 MIGRATIONS = [_create_v1]
 
 
-# --- helpers ----------------------------------------------------------------------------------
-
-
-def _check_text(text: str) -> None:
-    if not isinstance(text, str):
-        raise ValueError(f"message text must be a string, not {type(text).__name__}")
-
-
-def _check_status(status: str) -> None:
-    if status not in MESSAGE_STATUSES:
-        raise ValueError(f"unknown message status {status!r}; expected one of {MESSAGE_STATUSES}")
-
-
-def _clean_title(title: str) -> str:
-    if not isinstance(title, str):
-        raise ValueError(f"title must be a string, not {type(title).__name__}")
-    return " ".join(title.split())  # one line for the conversation list; "" lets the engine pick one
-
-
-def _to_json(value: dict | None, what: str) -> str:
-    try:
-        return json.dumps(value or {}, ensure_ascii=False)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{what} must be JSON-serializable: {error}") from None
-
-
-def fts_query(text: str) -> str:
-    """User text as an FTS5 query that matches all its words: each word becomes a quoted string,
-    so quotes, *, -, :, NEAR, AND/OR and friends are searched for, never interpreted."""
-    words = text.replace("\x00", " ").split()
-    return " ".join('"' + word.replace('"', '""') + '"' for word in words)
-
-
-def _conversation(row: dict) -> Conversation:
-    return Conversation(**{**row, "settings": json.loads(row["settings"]),
-                           "conditioning": json.loads(row["conditioning"])})
-
-
-def _message(row: dict) -> Message:
-    return Message(**{**row, "settings": json.loads(row["settings"])})
-
-
 _CONVERSATIONS = ("select c.*, (select count(*) from messages m where m.conversation_id = c.id)"
                   " as message_count from conversations c")
 
 
 class Store:
+    """Writes go through one connection behind an RLock, reads through a second (query_only) one behind
+    their own lock: in WAL mode a read never waits for a write, even one queued behind another
+    program's lock. Set `on_busy` to have a write that found the file locked for `busy_timeout` call
+    it and try again (it raises to give up); without it DatabaseLocked is raised."""
+
     SCHEMA_VERSION = len(MIGRATIONS)
 
     def __init__(self, path: str | Path, *, busy_timeout: float = 30.0):
         self.path = Path(path).expanduser()
         self.busy_timeout = busy_timeout
-        self._lock = threading.RLock()
-        self._refuse_non_sqlite_file()
+        self.on_busy: Callable[[DatabaseLocked], None] | None = None
+        self._lock, self._read_lock = threading.RLock(), threading.RLock()
+        refuse_non_sqlite_file(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            # isolation_level=None: sqlite3 opens no hidden transactions; we BEGIN where we mean to.
-            self._conn = sqlite3.connect(self.path, timeout=busy_timeout,
-                                         check_same_thread=False, isolation_level=None)
-        except (OSError, sqlite3.Error) as error:
-            raise StoreError(f"cannot open {self.path}: {error}") from None
+        except OSError as error:
+            raise StoreError(f"cannot create the directory {self.path.parent}: {error.strerror}") from None
+        with self._errors():
+            self._conn = self._connect()
         self.db = sqlite_utils.Database(self._conn, execute_plugins=False)
         try:
             self._open()
+            with self._errors():
+                self._reader = self._connect()
+                self._reader.execute("PRAGMA query_only = ON")
         except BaseException:
             self._conn.close()
             raise
+        self._rdb = sqlite_utils.Database(self._reader, execute_plugins=False)
 
-    def _refuse_non_sqlite_file(self) -> None:
-        # SQLite would treat some short files as empty databases and overwrite them: check first.
-        if self.path.is_dir():
-            raise StoreError(f"{self.path} is a directory, not a database file")
-        try:
-            with open(self.path, "rb") as file:
-                head = file.read(len(SQLITE_MAGIC))
-        except FileNotFoundError:
-            return
-        except OSError as error:
-            raise StoreError(f"cannot open {self.path}: {error}") from None
-        if head and head != SQLITE_MAGIC:
-            raise CorruptDatabase(f"{self.path} is not a SQLite database; refusing to touch it")
+    def _connect(self) -> sqlite3.Connection:
+        # isolation_level=None: sqlite3 opens no hidden transactions; we BEGIN where we mean to.
+        return sqlite3.connect(self.path, timeout=self.busy_timeout, check_same_thread=False, isolation_level=None)
 
     def _open(self) -> None:
+        """Check the file, switch it to WAL, create or migrate the schema: safe when any number of
+        processes open the same (possibly missing) file at once."""
         with self._errors():
-            # Connection settings only: nothing is written to the file before the version check.
+            # Connection settings only: nothing is written to the file before the checks.
             self._conn.execute("PRAGMA foreign_keys = ON")
             self._conn.execute("PRAGMA synchronous = NORMAL")
-            version = self._user_version()
-            if version > self.SCHEMA_VERSION:
-                raise NewerSchemaError(
-                    f"{self.path} was written by a newer moviechat (schema version {version}, this one"
-                    f" reads up to {self.SCHEMA_VERSION}); upgrade moviechat or use another --db")
-            if version == 0 and self.db.table_names():
-                raise CorruptDatabase(f"{self.path} is a SQLite database but not a moviechat one;"
-                                      " refusing to touch it")
-            self.db.enable_wal()
-            if version < self.SCHEMA_VERSION:
-                self._migrate()
+            self._conn.execute("BEGIN")  # version and tables read from one snapshot
+            try:
+                version = self._check_ours()
+            finally:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")  # it only read
+            switch_to_wal(self._conn, self.busy_timeout)  # not allowed inside a transaction
+        if version < self.SCHEMA_VERSION:
+            self._write(self._migrate)
 
-    def _user_version(self) -> int:
-        return self._conn.execute("PRAGMA user_version").fetchone()[0]
+    def _check_ours(self) -> int:
+        """The file's schema version; refuses a newer moviechat's file or another program's."""
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > self.SCHEMA_VERSION:
+            raise NewerSchemaError(
+                f"{self.path} was written by a newer moviechat (schema version {version}, this one"
+                f" reads up to {self.SCHEMA_VERSION}); upgrade moviechat or use another --db")
+        if version == 0 and self.db.table_names():
+            raise CorruptDatabase(f"{self.path} is a SQLite database but not a moviechat one;"
+                                  " refusing to touch it")
+        return version
 
     def _migrate(self) -> None:
-        with self._write():
-            version = self._user_version()  # again, under the write lock: another process may have won
-            for migrate in MIGRATIONS[version:self.SCHEMA_VERSION]:
-                migrate(self.db)
-            self._conn.execute(f"PRAGMA user_version = {self.SCHEMA_VERSION:d}")
+        version = self._check_ours()  # again, under the write lock: another process may have won
+        for migrate in MIGRATIONS[version:self.SCHEMA_VERSION]:
+            migrate(self.db)
+        self._conn.execute(f"PRAGMA user_version = {self.SCHEMA_VERSION:d}")
+
+    def set_busy_timeout(self, seconds: float) -> None:
+        """How long a write waits for another program's lock before raising or calling on_busy."""
+        with self._lock, self._errors():
+            self._conn.execute(f"PRAGMA busy_timeout = {round(seconds * 1000):d}")
+        self.busy_timeout = seconds
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
             self._conn.close()
+            if hasattr(self, "_reader"):
+                self._reader.close()
 
     def __enter__(self) -> "Store":
         return self
@@ -232,31 +187,35 @@ class Store:
         try:
             yield
         except sqlite3.Error as error:
-            name = getattr(error, "sqlite_errorname", "") or ""
-            if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
-                raise DatabaseLocked(f"{self.path} is locked by another program (gave up after"
-                                     f" {self.busy_timeout:g} s)") from error
-            if name.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
-                raise CorruptDatabase(f"{self.path} is damaged or not a database: {error}") from error
-            raise StoreError(f"{self.path}: {error}") from error
+            raise store_error(error, self.path, self.busy_timeout) from error
 
     @contextmanager
     def _read(self):
-        with self._lock, self._errors():
+        with self._read_lock, self._errors():
             yield
 
-    @contextmanager
-    def _write(self):
-        """One transaction holding the write lock from its start, committed on exit."""
-        with self._lock, self._errors():
-            self._conn.execute("BEGIN IMMEDIATE")
+    def _write(self, change: Callable[[], T], *, transaction: bool = True) -> T:
+        """`change()` in one transaction that holds the write lock from its start (BEGIN IMMEDIATE),
+        committed on return (transaction=False: one lone statement, its own transaction). A change
+        that found the file locked is rolled back, so trying it again after `on_busy` is safe."""
+        while True:
             try:
-                yield
-            except BaseException:
-                if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+                with self._lock, self._errors():
+                    if not transaction:
+                        return change()
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        result = change()
+                        self._conn.execute("COMMIT")
+                        return result
+                    except BaseException:
+                        if self._conn.in_transaction:
+                            self._conn.execute("ROLLBACK")
+                        raise
+            except DatabaseLocked as locked:
+                if self.on_busy is None:
+                    raise
+                self.on_busy(locked)  # e.g. tells the user "database busy, retrying"; raises to give up
 
     def _touch(self, conversation_id: int, when: str | None = None) -> None:
         """Bump updated_at; UnknownConversation if there is no such conversation."""
@@ -270,18 +229,17 @@ class Store:
     def create_conversation(self, title: str = "", *, model_spec: str = "", settings: dict | None = None,
                             conditioning: dict | None = None) -> Conversation:
         now = utc_now()
-        row = {"title": _clean_title(title), "created_at": now, "updated_at": now, "model_spec": model_spec,
-               "settings": _to_json(settings, "settings"), "conditioning": _to_json(conditioning, "conditioning")}
-        with self._write():
-            conversation_id = self.db["conversations"].insert(row).last_pk
-        return _conversation({"id": conversation_id, **row})
+        row = {"title": clean_title(title), "created_at": now, "updated_at": now, "model_spec": model_spec,
+               "settings": to_json(settings, "settings"), "conditioning": to_json(conditioning, "conditioning")}
+        conversation_id = self._write(lambda: self.db["conversations"].insert(row).last_pk)
+        return conversation_from({"id": conversation_id, **row})
 
     def get_conversation(self, conversation_id: int) -> Conversation:
         with self._read():
-            rows = list(self.db.query(_CONVERSATIONS + " where c.id = ?", [conversation_id]))
+            rows = list(self._rdb.query(_CONVERSATIONS + " where c.id = ?", [conversation_id]))
         if not rows:
             raise UnknownConversation(f"no conversation with id {conversation_id}")
-        return _conversation(rows[0])
+        return conversation_from(rows[0])
 
     def list_conversations(self, query: str | None = None, limit: int | None = None) -> list[Conversation]:
         """Newest first; `query` matches a title substring or words in any message."""
@@ -300,31 +258,39 @@ class Store:
             sql += " limit ?"
             params.append(limit)
         with self._read():
-            return [_conversation(row) for row in self.db.query(sql, params)]
+            return [conversation_from(row) for row in self._rdb.query(sql, params)]
 
     def rename_conversation(self, conversation_id: int, title: str) -> Conversation:
-        title = _clean_title(title)
-        with self._write():
+        title = clean_title(title)
+
+        def rename() -> None:
             self._touch(conversation_id)
             self.db["conversations"].update(conversation_id, {"title": title})
+
+        self._write(rename)
         return self.get_conversation(conversation_id)
 
     def update_conversation(self, conversation_id: int, *, model_spec: str | None = None,
                             settings: dict | None = None, conditioning: dict | None = None) -> Conversation:
         changes = {"model_spec": model_spec,
-                   "settings": None if settings is None else _to_json(settings, "settings"),
-                   "conditioning": None if conditioning is None else _to_json(conditioning, "conditioning")}
+                   "settings": None if settings is None else to_json(settings, "settings"),
+                   "conditioning": None if conditioning is None else to_json(conditioning, "conditioning")}
         changes = {column: value for column, value in changes.items() if value is not None}
-        with self._write():
+
+        def update() -> None:
             self._touch(conversation_id)
             if changes:
                 self.db["conversations"].update(conversation_id, changes)
+
+        self._write(update)
         return self.get_conversation(conversation_id)
 
     def delete_conversation(self, conversation_id: int) -> None:
-        with self._write():
+        def delete() -> None:
             if self._conn.execute("delete from conversations where id = ?", [conversation_id]).rowcount == 0:
                 raise UnknownConversation(f"no conversation with id {conversation_id}")
+
+        self._write(delete)
 
     # --- messages -----------------------------------------------------------------------------
 
@@ -334,57 +300,61 @@ class Store:
         """Append a message at the conversation's next position; committed before returning."""
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}; expected one of {ROLES}")
-        _check_status(status)
-        _check_text(text)
-        now = utc_now()
-        row = {"conversation_id": conversation_id, "role": role, "text": text, "created_at": now,
+        check_status(status)
+        check_text(text)
+        row = {"conversation_id": conversation_id, "role": role, "text": text, "created_at": "",
                "status": status, "model": model, "token_count": token_count, "latency_ms": latency_ms,
-               "settings": _to_json(settings, "settings")}
-        with self._write():
+               "settings": to_json(settings, "settings")}
+
+        def add() -> int:
+            row["created_at"] = now = utc_now()  # when it was saved, even after waiting for the lock
             self._touch(conversation_id, now)
             row["position"] = self._conn.execute(
                 "select coalesce(max(position) + 1, 0) from messages where conversation_id = ?",
                 [conversation_id]).fetchone()[0]
-            message_id = self.db["messages"].insert(row).last_pk
-        return _message({"id": message_id, **row})
+            return self.db["messages"].insert(row).last_pk
+
+        message_id = self._write(add)
+        return message_from({"id": message_id, **row})
 
     def update_message(self, message_id: int, *, text: str | None = None, status: str | None = None,
                        token_count: int | None = None, latency_ms: float | None = None) -> None:
         """Change a message in place, e.g. per streamed token: one UPDATE, committed at once."""
         if text is not None:
-            _check_text(text)
+            check_text(text)
         if status is not None:
-            _check_status(status)
+            check_status(status)
         changes = {"text": text, "status": status, "token_count": token_count, "latency_ms": latency_ms}
         changes = {column: value for column, value in changes.items() if value is not None}
         if not changes:
             return
         sql = f"update messages set {', '.join(f'{column} = ?' for column in changes)} where id = ?"
-        with self._read():  # autocommit: a lone statement is its own transaction
-            cursor = self._conn.execute(sql, [*changes.values(), message_id])
+        cursor = self._write(lambda: self._conn.execute(sql, [*changes.values(), message_id]), transaction=False)
         if cursor.rowcount == 0:
             raise UnknownMessage(f"no message with id {message_id}")
 
     def get_message(self, message_id: int) -> Message:
         with self._read():
-            rows = list(self.db.query("select * from messages where id = ?", [message_id]))
+            rows = list(self._rdb.query("select * from messages where id = ?", [message_id]))
         if not rows:
             raise UnknownMessage(f"no message with id {message_id}")
-        return _message(rows[0])
+        return message_from(rows[0])
 
     def messages(self, conversation_id: int) -> list[Message]:
         with self._read():
             self.get_conversation(conversation_id)  # UnknownConversation rather than []
-            rows = self.db.query("select * from messages where conversation_id = ? order by position",
-                                 [conversation_id])
-            return [_message(row) for row in rows]
+            rows = self._rdb.query("select * from messages where conversation_id = ? order by position",
+                                   [conversation_id])
+            return [message_from(row) for row in rows]
 
     def delete_messages_from(self, conversation_id: int, position: int) -> None:
         """Drop the messages at `position` and after (regenerate, edit-and-resend)."""
-        with self._write():
+        def delete() -> None:
             self._touch(conversation_id)
             self._conn.execute("delete from messages where conversation_id = ? and position >= ?",
                                [conversation_id, position])
+
+        self._write(delete)
 
     def search(self, text: str, limit: int = 50) -> list[tuple[Conversation, Message]]:
         """Messages containing all the words of `text`, best match first, then newest."""
@@ -392,9 +362,9 @@ class Store:
         if not query:
             return []
         with self._read():
-            rows = list(self.db.query(
+            rows = list(self._rdb.query(
                 "select m.* from messages_fts join messages m on m.id = messages_fts.rowid"
                 " where messages_fts match ? order by messages_fts.rank, m.created_at desc, m.id desc limit ?",
                 [query, limit]))
             conversations = {cid: self.get_conversation(cid) for cid in {row["conversation_id"] for row in rows}}
-        return [(conversations[row["conversation_id"]], _message(row)) for row in rows]
+        return [(conversations[row["conversation_id"]], message_from(row)) for row in rows]

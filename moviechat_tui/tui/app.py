@@ -33,6 +33,7 @@ from ..core.engine import ChatEngine, EngineError, Reply, clean_user_text
 from ..core.generation import GenerationSettings
 from ..core.loading import ModelLoadError
 from ..core.store import Conversation, Message, Store, StoreError, utc_now
+from .busy import BUSY_NOTICE, BUSY_SECONDS, DatabaseBusy, RetryWhileBusy, Written, write_in_background
 from .format import genres_of, literal, settings_summary
 from .replay import ReplayScreen
 from .screens import ConfirmScreen, HelpScreen, PromptScreen, SettingsScreen
@@ -190,6 +191,10 @@ class MovieChatApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
+        # No write on the event loop; one that waits for another program's lock says so and retries.
+        self._busy = RetryWhileBusy(self, self.engine.store,
+                                    give_up=lambda worker: worker.group == "reply" and self._stop_requested)
+        self._busy_shown = 0.0
         self.theme = "textual-dark"
         self.chat_screen = self.screen
         self.query_one("#sidebar").display = self.size.width >= WIDE
@@ -202,6 +207,20 @@ class MovieChatApp(App[int]):
         else:
             self.start_loading()
         self.focus_input()
+
+    def on_unmount(self) -> None:
+        self._busy.uninstall()
+
+    def on_database_busy(self, message: DatabaseBusy) -> None:
+        if time.monotonic() - self._busy_shown > BUSY_SECONDS:  # one notice at a time, while it lasts
+            self._busy_shown = time.monotonic()
+            self.notify(BUSY_NOTICE, severity="warning", timeout=BUSY_SECONDS + 1, markup=False)
+
+    def on_written(self, message: Written) -> None:
+        if message.error is not None:
+            self.notify(message.error, severity="error", timeout=8, markup=False)
+        elif message.done is not None:
+            message.done(message.result)
 
     @property
     def chat_input(self) -> ChatInput:
@@ -416,14 +435,18 @@ class MovieChatApp(App[int]):
         if conversation is None:
             return
 
-        def renamed(title: str | None) -> None:
-            if title is not None and self.conversation and self.conversation.id == conversation.id:
+        def saved(_) -> None:
+            if self.conversation and self.conversation.id == conversation.id:
                 self._reload_conversation()
             self.update_status()
             self.refresh_sidebar()
 
+        def renamed(title: str | None) -> None:
+            if title is not None:  # saved on a worker: the database may be busy
+                write_in_background(self, partial(self.engine.rename, conversation.id, title), saved)
+
         self.push_screen(PromptScreen(f"Rename conversation #{conversation.id}", conversation.title,
-                                      partial(self.engine.rename, conversation.id)), renamed)
+                                      check_title), renamed)
 
     def action_delete_selected(self) -> None:
         self._delete(self._target(from_list=True))
@@ -441,16 +464,15 @@ class MovieChatApp(App[int]):
         question.append_text(literal(conversation.title or "(untitled)", "bold"))
         question.append(f"?\nIts {conversation.message_count} messages will be gone for good.")
 
+        def deleted(_) -> None:
+            if self.conversation is not None and self.conversation.id == conversation.id:
+                self.new_conversation()
+            self.refresh_sidebar()
+            self.notify("conversation deleted", timeout=3)
+
         def answered(yes: bool | None) -> None:
-            if yes:
-                try:
-                    self.engine.delete(conversation.id)
-                except StoreError as exc:
-                    self.show_error(exc)
-                if current:
-                    self.new_conversation()
-                self.refresh_sidebar()
-                self.notify("conversation deleted", timeout=3)
+            if yes:  # on a worker: the database may be busy
+                write_in_background(self, partial(self.engine.delete, conversation.id), deleted)
 
         self.push_screen(ConfirmScreen(question), answered)
 
@@ -671,14 +693,19 @@ class MovieChatApp(App[int]):
                          lambda saved: self.focus_input())
 
     def _apply_settings(self, settings: GenerationSettings, genres: list[str]) -> None:
-        """Store them with the conversation (a StoreError stops the dialog from closing)."""
-        if self.conversation is not None:
-            self.conversation = self.engine.update_settings(self.conversation.id, settings, genres)
-            self.genres = genres_of(self.conversation.conditioning)
-        else:
-            self.genres = genres
-        self.settings = settings
+        """Use them now; store them with the conversation on a worker (the database may be busy)."""
+        self.settings, self.genres = settings, genres
         self.update_status()
+        if self.conversation is None:
+            return
+
+        def saved(conversation: Conversation) -> None:
+            if self.conversation is not None and self.conversation.id == conversation.id:
+                self.conversation = conversation
+                self.genres = genres_of(conversation.conditioning)
+                self.update_status()
+
+        write_in_background(self, partial(self.engine.update_settings, self.conversation.id, settings, genres), saved)
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
@@ -701,6 +728,12 @@ class MovieChatApp(App[int]):
         if self.reply is not None:
             self.reply.cancel()  # what was shown stays saved, marked cancelled
         await super().action_quit()
+
+
+def check_title(title: str) -> None:
+    """A rename's title, checked in its dialog (an empty one keeps it open); saved on a worker."""
+    if not " ".join(title.split()):
+        raise EngineError("a title can't be empty")
 
 
 def run_app(model_spec: str, db_path: Path, conversation_id: int | None = None,
