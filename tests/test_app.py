@@ -12,7 +12,8 @@ from textual import events
 from textual.widgets import Input, Static
 
 from moviechat_tui.core import store as store_module
-from moviechat_tui.tui.app import COMMANDS, MovieChatApp
+from moviechat_tui.tui.app import MovieChatApp
+from moviechat_tui.tui.chat_screen import COMMANDS
 from moviechat_tui.core.engine import ChatEngine
 from moviechat_tui.core.generation import GenerationSettings, SettingsError
 from moviechat_tui.core.loading import ModelLoadError, load_model
@@ -88,7 +89,7 @@ async def settle(pilot, timeout=30.0):
     while True:
         await app.workers.wait_for_complete()
         await pilot.pause()
-        if not app.generating and app.model_state not in ("loading",):
+        if not app.chat_screen.chat.generating and app.engine.model_status not in ("loading",):
             return
         assert time.monotonic() < deadline, "the app did not settle"
         await asyncio.sleep(0.02)
@@ -102,13 +103,13 @@ async def wait_until(pilot, condition, timeout=20.0):
 
 
 async def type_and_send(pilot, text):
-    pilot.app.chat_input.text = text
+    pilot.app.chat_screen.chat_input.text = text
     await pilot.press("enter")
     await settle(pilot)
 
 
 def texts(app):
-    return [(view.role, view.text) for view in app.chat_log.views()]
+    return [(view.role, view.text) for view in app.chat_screen.chat_log.views()]
 
 
 def plain(widget: Static) -> str:
@@ -126,7 +127,7 @@ async def test_a_sent_message_gets_a_streamed_reply_that_is_saved(store, tiny_lo
     app = MovieChatApp(engine_for(store, tiny_loaded, WORDY))
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
-        assert app.chat_input.has_focus
+        assert app.chat_screen.chat_input.has_focus
         await type_and_send(pilot, "Where are you going?")
         [conversation] = store.list_conversations()
         user, bot = store.messages(conversation.id)
@@ -136,7 +137,7 @@ async def test_a_sent_message_gets_a_streamed_reply_that_is_saved(store, tiny_lo
         status = plain(app.screen.query_one("#status-info"))
         assert "tiny" in status and "tok/s" in status and "greedy" in status
         assert "Where are you going?" in plain(app.screen.query_one("#status-title"))
-        assert app.chat_input.has_focus and app.chat_input.text == ""
+        assert app.chat_screen.chat_input.has_focus and app.chat_screen.chat_input.text == ""
 
 
 @app_test
@@ -144,9 +145,9 @@ async def test_escape_stops_a_reply_and_keeps_what_was_shown(store, slow_loaded)
     app = MovieChatApp(engine_for(store, slow_loaded, WORDY.replace(max_new_tokens=200)))
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
-        app.chat_input.text = "Tell me a long story."
+        app.chat_screen.chat_input.text = "Tell me a long story."
         await pilot.press("enter")
-        bot_view = app.chat_log.views()[-1]
+        bot_view = app.chat_screen.chat_log.views()[-1]
         await wait_until(pilot, lambda: bot_view.text.strip())
         assert app.screen.query_one("#stop").display  # a visible Stop while replying
         await pilot.press("escape")
@@ -163,14 +164,14 @@ async def test_empty_messages_are_ignored_and_long_pastes_kept(store, tiny_loade
     app = MovieChatApp(engine_for(store, tiny_loaded))
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
-        app.chat_input.text = "   \n  "
+        app.chat_screen.chat_input.text = "   \n  "
         await pilot.press("enter")
         await settle(pilot)
         assert store.list_conversations() == [] and texts(app) == []
         pasted = "\n".join(f"line {i}: " + "words " * 20 for i in range(50))  # ~6 KB, many lines
         app.post_message(events.Paste(pasted))  # as the terminal driver does
         await pilot.pause()
-        assert app.chat_input.text == pasted
+        assert app.chat_screen.chat_input.text == pasted
         await pilot.press("enter")
         await settle(pilot)
         [conversation] = store.list_conversations()
@@ -183,14 +184,14 @@ async def test_markup_in_messages_and_titles_is_shown_as_typed(store, tiny_loade
     app = MovieChatApp(engine_for(store, tiny_loaded), conversation_id=conversation.id)
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
-        bodies = [plain(view.query_one(".body")) for view in app.chat_log.views()]
+        bodies = [plain(view.query_one(".body")) for view in app.chat_screen.chat_log.views()]
         assert bodies == MARKUP
         assert plain(app.screen.query_one("#status-title")).endswith("[b]bold?[/b]")
         await type_and_send(pilot, "[red]typed[/red] [link=x]y[/link]")
-        assert plain(app.chat_log.views()[2].query_one(".body")) == "[red]typed[/red] [link=x]y[/link]"
+        assert plain(app.chat_screen.chat_log.views()[2].query_one(".body")) == "[red]typed[/red] [link=x]y[/link]"
         assert store.messages(conversation.id)[2].text == "[red]typed[/red] [link=x]y[/link]"
         await pilot.press("ctrl+b")
-        label = app.conversation_list.get_option_at_index(0).prompt
+        label = app.chat_screen.conversation_list.get_option_at_index(0).prompt
         assert "[b]bold?[/b]" in label.plain
 
 
@@ -202,8 +203,8 @@ async def test_edit_and_resend_the_last_message_and_regenerate_the_reply(store, 
         await type_and_send(pilot, "Hello there.")
         await type_and_send(pilot, "Who are you?")
         await pilot.press("up")  # in the empty box: edit the last message
-        assert app.editing and app.chat_input.text == "Who are you?"
-        app.chat_input.text = "Where are you?"
+        assert app.chat_screen.chat.editing and app.chat_screen.chat_input.text == "Who are you?"
+        app.chat_screen.chat_input.text = "Where are you?"
         await pilot.press("enter")
         await settle(pilot)
         conversation_id = store.list_conversations()[0].id
@@ -226,9 +227,9 @@ async def test_an_edit_can_be_cancelled_with_escape(store, tiny_loaded):
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
         await pilot.press("up")
-        assert app.editing and app.chat_input.text == "Where were you?"
+        assert app.chat_screen.chat.editing and app.chat_screen.chat_input.text == "Where were you?"
         await pilot.press("escape")
-        assert not app.editing and app.chat_input.text == ""
+        assert not app.chat_screen.chat.editing and app.chat_screen.chat_input.text == ""
         assert [m.text for m in store.messages(conversation.id)] == ["Where were you?", "At the movies."]
 
 
@@ -244,7 +245,7 @@ async def test_a_locked_database_is_reported_not_crashed_on(tmp_path, tiny_loade
         other.execute("BEGIN IMMEDIATE")  # another program holds the write lock
         await type_and_send(pilot, "Anyone home?")  # fails creating the conversation
         assert any("locked by another program" in n.message for n in app._notifications)
-        assert app.chat_input.text == "Anyone home?"  # nothing lost: send it again later
+        assert app.chat_screen.chat_input.text == "Anyone home?"  # nothing lost: send it again later
         other.execute("ROLLBACK")
         await pilot.press("enter")
         await settle(pilot)
@@ -255,7 +256,7 @@ async def test_a_locked_database_is_reported_not_crashed_on(tmp_path, tiny_loade
         other.execute("BEGIN IMMEDIATE")
         await type_and_send(pilot, "Hello?")  # fails saving the message, in the reply's worker
         assert any("locked by another program" in n.message for n in app._notifications)
-        assert app.chat_input.text == "Hello?"
+        assert app.chat_screen.chat_input.text == "Hello?"
         assert texts(app) == [(m.role, m.text) for m in store.messages(conversation.id)]  # as stored
         other.execute("ROLLBACK")
         await pilot.press("enter")
@@ -277,12 +278,12 @@ async def test_open_a_saved_conversation_from_the_sidebar_and_continue_it(store,
         await settle(pilot)
         assert texts(app) == []  # starts on a new, unsaved conversation
         await pilot.press("ctrl+b")
-        listing = app.conversation_list
+        listing = app.chat_screen.conversation_list
         assert listing.has_focus and listing.option_count == 2
         assert listing.get_option_at_index(0).prompt.plain.split("\n")[0].strip() == "Newer chat"  # newest first
         await pilot.press("down", "enter")
         assert texts(app) == [("user", "Where were you?"), ("bot", "At the movies.")]
-        assert app.chat_input.has_focus
+        assert app.chat_screen.chat_input.has_focus
         await type_and_send(pilot, "What did you see?")
         assert [m.text for m in store.messages(old.id)][:3] == ["Where were you?", "At the movies.",
                                                                 "What did you see?"]
@@ -293,7 +294,7 @@ async def test_open_a_saved_conversation_from_the_sidebar_and_continue_it(store,
         await pilot.press("ctrl+n")
         await pilot.press("ctrl+f", "ctrl+u")  # (clear the search)
         await pilot.click(ConversationList, offset=(4, 2))  # the mouse works too: the second one,
-        assert app.conversation.title == "Newer chat"  # now that the continued one is the newest
+        assert app.chat_screen.conversation.title == "Newer chat"  # now that the continued one is the newest
         assert texts(app) == [("user", "Hi."), ("bot", "Hello.")]
 
 
@@ -305,7 +306,7 @@ async def test_start_on_a_conversation_and_ctrl_n_starts_a_new_one(store, tiny_l
         await settle(pilot)
         assert texts(app) == [("user", "Where were you?"), ("bot", "At the movies.")]
         await pilot.press("ctrl+n")
-        assert texts(app) == [] and app.conversation is None
+        assert texts(app) == [] and app.chat_screen.conversation is None
         await type_and_send(pilot, "A new start.")
         assert len(store.list_conversations()) == 2 and len(store.messages(old.id)) == 2
 
@@ -331,8 +332,8 @@ async def test_rename_and_delete_from_the_sidebar(store, tiny_loaded):
         assert store.get_conversation(keep.id).title == "Kept [i]forever[/i]"
         assert not isinstance(app.screen, PromptScreen)
 
-        app.conversation_list.focus()
-        app.conversation_list.highlighted = [c.id for c in store.list_conversations()].index(doomed.id)
+        app.chat_screen.conversation_list.focus()
+        app.chat_screen.conversation_list.highlighted = [c.id for c in store.list_conversations()].index(doomed.id)
         await pilot.press("d")
         assert isinstance(app.screen, ConfirmScreen)
         await pilot.press("n")  # declined: nothing happens
@@ -340,8 +341,8 @@ async def test_rename_and_delete_from_the_sidebar(store, tiny_loaded):
         await pilot.press("d")
         await pilot.press("y")
         assert [c.id for c in store.list_conversations()] == [keep.id]
-        assert app.conversation is None and texts(app) == []  # it was open: a new one took its place
-        assert app.conversation_list.option_count == 1
+        assert app.chat_screen.conversation is None and texts(app) == []  # it was open: a new one took its place
+        assert app.chat_screen.conversation_list.option_count == 1
 
 
 # --- replay ------------------------------------------------------------------------------------------
@@ -363,9 +364,9 @@ async def test_replay_id_plays_the_conversation_then_continues_it(store, tiny_lo
         assert "finished" in plain(screen.query_one("#replay-header"))
         await pilot.press("escape")
         assert not isinstance(app.screen, ReplayScreen)
-        assert app.conversation.id == conversation.id and len(texts(app)) == 4
+        assert app.chat_screen.conversation.id == conversation.id and len(texts(app)) == 4
         await settle(pilot)  # the model loads once the replay is closed
-        assert app.model_state == "ready"
+        assert app.engine.model_status == "ready"
 
 
 @app_test
@@ -395,7 +396,7 @@ async def test_ctrl_o_replays_the_open_conversation(store, tiny_loaded):
         await pilot.press("ctrl+o")
         assert isinstance(app.screen, ReplayScreen) and app.screen.conversation.id == conversation.id
         await pilot.press("escape")
-        assert app.conversation.id == conversation.id
+        assert app.chat_screen.conversation.id == conversation.id
 
 
 # --- settings ----------------------------------------------------------------------------------------
@@ -464,12 +465,12 @@ async def test_a_model_that_fails_to_load_is_reported_and_saved_chats_still_work
     app = MovieChatApp(ChatEngine(store, "nope[/]", FAST, loader=broken))
     async with app.run_test(size=(80, 24)) as pilot:
         await settle(pilot)
-        assert app.model_state == "failed"
+        assert app.engine.model_status == "failed"
         assert "nope[/] failed to load" in plain(app.screen.query_one("#status-info"))
         assert "cannot load 'nope[/]'" in plain(app.screen.query_one(".load-error"))
         await type_and_send(pilot, "Hello?")
         assert len(store.list_conversations()) == 1  # nothing sent, nothing saved
-        assert app.chat_input.text == "Hello?"  # kept for later
+        assert app.chat_screen.chat_input.text == "Hello?"  # kept for later
         await pilot.press("ctrl+b", "enter")
         assert texts(app) == [("user", "Where were you?"), ("bot", "At the movies.")]
         await pilot.press("ctrl+o")
@@ -489,13 +490,13 @@ async def test_the_model_loads_in_the_background_with_a_visible_state(store, tin
     app = MovieChatApp(ChatEngine(store, "tiny", FAST, loader=slow_loader))
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
-        assert app.model_state == "loading" and "loading tiny" in plain(app.screen.query_one("#status-info"))
+        assert app.engine.model_status == "loading" and "loading tiny" in plain(app.screen.query_one("#status-info"))
         await pilot.press("f1")  # the UI answers while the model loads
         assert isinstance(app.screen, HelpScreen)
         await pilot.press("escape")
         release.set()
         await settle(pilot)
-        assert app.model_state == "ready" and "loading" not in plain(app.screen.query_one("#status-info"))
+        assert app.engine.model_status == "ready" and "loading" not in plain(app.screen.query_one("#status-info"))
 
 
 # --- discoverability ---------------------------------------------------------------------------------------
@@ -509,7 +510,9 @@ async def test_the_command_palette_offers_every_action(store, tiny_loaded):
         await settle(pilot)
         titles = {command.title for command in app.get_system_commands(app.screen)}
         assert {title for title, _, _ in COMMANDS} <= titles
-        assert all(hasattr(app, f"action_{action}") for _, _, action in COMMANDS)
+        for _, _, action in COMMANDS:  # each runs on the chat screen, or on the app ("app." actions)
+            namespace, _, name = action.rpartition(".")
+            assert hasattr(app if namespace == "app" else app.chat_screen, f"action_{name}"), action
         await pilot.press("ctrl+p")
         await pilot.press(*"setti")
         await pilot.pause(0.3)
@@ -520,8 +523,8 @@ async def test_the_command_palette_offers_every_action(store, tiny_loaded):
         await pilot.press(*"casab")
         await pilot.pause(0.3)
         await pilot.press("enter")
-        await wait_until(pilot, lambda: app.conversation is not None)
-        assert app.conversation.title == "Casablanca talk"
+        await wait_until(pilot, lambda: app.chat_screen.conversation is not None)
+        assert app.chat_screen.conversation.title == "Casablanca talk"
 
 
 @app_test
@@ -578,7 +581,8 @@ def test_snapshot_chat_screen(snap_compare, snapshot_app):
 
 def test_snapshot_sidebar(snap_compare, snapshot_app):
     async def focus_the_list(pilot):
-        pilot.app.conversation_list.focus()  # wide terminal: the sidebar is open from the start
+        await pilot.pause()  # the chat screen mounts after the app is ready
+        pilot.app.chat_screen.conversation_list.focus()  # wide terminal: the sidebar is open from the start
         await _steady(pilot)
 
     assert snap_compare(snapshot_app, terminal_size=(110, 30), run_before=focus_the_list)

@@ -137,7 +137,7 @@ class ChatInput(TextArea):
     async def action_edit_last(self) -> None:
         # Up in an empty box brings back the last message (as in most chat apps); else it moves the cursor.
         if not self.text:
-            await self.app.run_action("edit_last")
+            await self.run_action("screen.edit_last")
         else:
             self.action_cursor_up()
 
@@ -168,12 +168,12 @@ class ConversationList(OptionList):
     """Saved conversations, newest first; keys act on the highlighted one."""
 
     BINDINGS = [
-        Binding("r", "app.rename_selected", "Rename"),
-        Binding("d,delete", "app.delete_selected", "Delete"),
-        Binding("p", "app.replay_selected", "Replay"),
-        Binding("n", "app.new_conversation", "New", show=False),
-        Binding("slash", "app.search", "Search", show=False),
-        Binding("escape", "app.focus_input", "Back", show=False),
+        Binding("r", "screen.rename_selected", "Rename"),
+        Binding("d,delete", "screen.delete_selected", "Delete"),
+        Binding("p", "screen.replay_selected", "Replay"),
+        Binding("n", "screen.new_conversation", "New", show=False),
+        Binding("slash", "screen.search", "Search", show=False),
+        Binding("escape", "screen.focus_input", "Back", show=False),
     ]
 
     def show(self, conversations: list[Conversation], current_id: int | None) -> None:
