@@ -91,13 +91,13 @@ def machine() -> dict:
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
     mem = next((int(line.split()[1]) // 1024 for line in Path("/proc/meminfo").read_text().splitlines()
                 if line.startswith("MemTotal")), None) if Path("/proc/meminfo").exists() else None
-    from moviechat_tui.core.backends import ct2 as fast
+    from moviechat_tui.core.backends.ct2 import threads
 
     return {
         "cpu": cpu, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)), "memory_mb": mem,
         "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
         "ctranslate2": ctranslate2.__version__, "torch_threads": torch.get_num_threads(),
-        "ctranslate2_threads": fast.threads(), "load_average_start": list(os.getloadavg()),
+        "ctranslate2_threads": threads(), "load_average_start": list(os.getloadavg()),
     }
 
 
@@ -169,7 +169,7 @@ def _timing(new_tokens: int, first: float, total: float) -> dict:
 
 
 def fixed_length_view(loaded):
-    view = copy.copy(loaded)  # shares the model, the fast copy and the generate lock
+    view = copy.copy(loaded)  # shares the model, the backends and the generate lock
     view.format = _FixedLengthFormat(loaded.format, never_id(loaded.tokenizer))
     return view
 
@@ -233,15 +233,14 @@ def continuing(view, turns: int, prompt: list[int], runs: int) -> dict:
     prefix = next_turn_prefix(view.format, history(turns)[:-1], view.context_window)
     if prompt[: len(prefix)] != prefix or warm_prefix(view, prefix, wait=True) is None:
         return {"warm_prefix_tokens": 0, "warm_ttft_ms": None, "warm_cpu_ttft_ms": None}
-    counter = view.fast if view.fast is not None else view  # where the path counts its cache hits
-    hits, ttft, cpu = counter.prefix_hits, [], []
+    backend = view.backend
+    hits, ttft, cpu = backend.prefix_hits, [], []
     for _ in range(runs):
         timing, cpu_ms = cpu_timed(lambda: engine_run(view, prompt, 1))
         ttft.append(timing["ttft_ms"])
         cpu.append(cpu_ms)
-    used = counter.prefix_hits - hits == runs
-    # Drop the cached state: the next setting's cold runs must read everything.
-    view.fast._reopen() if view.fast is not None else view.prefix_states.clear()
+    used = backend.prefix_hits - hits == runs
+    backend.clear_prefixes()  # the next setting's cold runs must read everything
     return {"warm_prefix_tokens": len(prefix) if used else 0, "warm_ttft_ms": median(ttft) if used else None,
             "warm_cpu_ttft_ms": median(cpu) if used else None}
 
@@ -278,29 +277,30 @@ def _ratio(b, a):
 
 
 def profile(baseline, default, config: BenchConfig, turns: int = 10) -> dict:
-    """The fast path's engine overhead (streaming, detokenizing, the worker thread) against raw
-    CTranslate2, and transformers `generate` against a bare forward loop with the KV cache."""
+    """The engine's overhead (streaming, detokenizing, the worker thread) against the default backend's
+    own `generate` called directly, and transformers `generate` against a bare forward loop with the KV cache."""
     import torch
+
+    from moviechat_tui.core.generation import GenerationSettings
 
     prompt = default.format.prompt_ids(history(turns))
     stop, n = never_id(default.tokenizer), config.new_tokens
-    out: dict = {"turns": turns, "prompt_tokens": len(prompt)}
-    if default.fast is not None:
-        tokens = default.tokenizer.convert_ids_to_tokens(prompt)
-        raw = []
-        for _ in range(config.runs):
-            started, first, count = time.perf_counter(), None, 0
-            for _step in default.fast.generator.generate_tokens(tokens, max_length=n, min_length=n, end_token=[stop],
-                                                                 sampling_topk=1):
-                count += 1
-                first = first or time.perf_counter()
-            raw.append(_timing(count, first - started, time.perf_counter() - started))
-        engine = [engine_run(fixed_length_view(default), prompt, n) for _ in range(config.runs)]
-        out["ctranslate2_raw"] = _summary(raw)
-        out["ctranslate2_engine"] = _summary(engine)
-        out["engine_overhead_ms_per_token"] = _ms_per_token_gap(out["ctranslate2_engine"]["decode_tok_s"],
-                                                                 out["ctranslate2_raw"]["decode_tok_s"])
-    from moviechat_tui.core.generation import cache_keyword
+    out: dict = {"turns": turns, "prompt_tokens": len(prompt), "backend": default.backend.name}
+    greedy = GenerationSettings(temperature=0, repetition_penalty=1.0, no_repeat_ngram_size=0, max_new_tokens=n)
+    direct = []
+    for _ in range(config.runs):
+        firsts = []
+        started = time.perf_counter()
+        with default.generate_lock:
+            count = len(default.backend.generate(prompt, greedy, lambda _t: firsts or firsts.append(time.perf_counter()),
+                                                 lambda: False, stop))
+        direct.append(_timing(count, firsts[0] - started, time.perf_counter() - started))
+    engine = [engine_run(fixed_length_view(default), prompt, n) for _ in range(config.runs)]
+    out["backend_direct"] = _summary(direct)
+    out["backend_engine"] = _summary(engine)
+    out["engine_overhead_ms_per_token"] = _ms_per_token_gap(out["backend_engine"]["decode_tok_s"],
+                                                             out["backend_direct"]["decode_tok_s"])
+    from moviechat_tui.core.backends.hf import cache_keyword
 
     cache_arg = cache_keyword(baseline.model)
     forward = []
@@ -325,44 +325,25 @@ def profile(baseline, default, config: BenchConfig, turns: int = 10) -> dict:
 
 
 def quality(baseline, default) -> dict:
-    """Fast vs fp32 on the quality guard's prompt set (fast.CALIBRATION): perplexity of the reference
-    replies, teacher-forced next-token agreement, and whether greedy replies come out the same."""
-    import numpy as np
-    import torch
-
-    from moviechat_tui.core.backends.ct2 import CALIBRATION
+    """The default backend against fp32 transformers with the quality guard's measure (backends.quality:
+    perplexity of reference replies, teacher-forced next-token agreement), and whether greedy replies
+    come out the same."""
+    from moviechat_tui.core.backends.quality import calibration_prompts, compare
     from moviechat_tui.core.generation import GenerationSettings, stream_reply
 
-    if default.fast is None:
-        return {"skipped": f"the default path is {default.backend}: nothing to compare"}
-    fmt, tokenizer = default.format, default.tokenizer
-    nll_fp32 = nll_fast = 0.0
-    count = agree = 0
-    same_reply = 0
+    if default.backend is baseline.backend or default.backend.name == baseline.backend.name:
+        return {"skipped": f"the default path is {default.backend.name}: nothing to compare"}
+    report = compare(baseline.backend, default.backend, default.format)
     greedy = GenerationSettings(temperature=0, max_new_tokens=32)
-    for context, reference in CALIBRATION:
-        turns = [Turn(USER if (len(context) - 1 - i) % 2 == 0 else BOT, t) for i, t in enumerate(context)]
-        prompt = fmt.prompt_ids(turns)
-        ids = prompt + fmt.reply_ids(reference)
-        targets = torch.tensor(ids[len(prompt):])
-        with torch.inference_mode():
-            logits_fp32 = baseline.model(torch.tensor([ids])).logits[0, len(prompt) - 1:-1].float()
-        logits_fast = torch.from_numpy(np.asarray(default.fast.generator.forward_batch(
-            [tokenizer.convert_ids_to_tokens(ids)]))[0, len(prompt) - 1:-1].copy()).float()
-        nll_fp32 -= torch.log_softmax(logits_fp32, -1).gather(1, targets[:, None]).sum().item()
-        nll_fast -= torch.log_softmax(logits_fast, -1).gather(1, targets[:, None]).sum().item()
-        agree += (logits_fp32.argmax(-1) == logits_fast.argmax(-1)).sum().item()
-        count += len(targets)
-        replies = ["".join(stream_reply(m, prompt, greedy)) for m in (baseline, default)]
-        same_reply += replies[0] == replies[1]
-    ppl_fp32, ppl_fast = float(np.exp(nll_fp32 / count)), float(np.exp(nll_fast / count))
+    prompts = [ids[:start] for ids, start in calibration_prompts(default.format)]
+    same = sum(len({"".join(stream_reply(m, prompt, greedy)) for m in (baseline, default)}) == 1 for prompt in prompts)
     return {
-        "prompts": len(CALIBRATION), "reply_tokens": count, "compute_type": default.fast.compute_type,
-        "measured_at_conversion": default.fast.quality,
-        "perplexity_fp32": ppl_fp32, "perplexity_fast": ppl_fast,
-        "perplexity_change_pct": (ppl_fast / ppl_fp32 - 1) * 100,
-        "next_token_agreement": agree / count,
-        "greedy_replies_identical": same_reply / len(CALIBRATION),
+        "prompts": report.prompts, "reply_tokens": report.reply_tokens, "backend": default.backend.name,
+        "conversion_note": default.backend_note,
+        "perplexity_fp32": report.perplexity_reference, "perplexity_fast": report.perplexity_candidate,
+        "perplexity_change_pct": report.change_pct,
+        "next_token_agreement": report.next_token_agreement,
+        "greedy_replies_identical": same / len(prompts),
     }
 
 
@@ -383,7 +364,7 @@ after_load = rss("VmRSS:")
 stream = stream_reply(loaded, loaded.format.prompt_ids([Turn("user", "Hello there.")]),
                       GenerationSettings(temperature=0, max_new_tokens=16))
 "".join(stream)
-print(json.dumps({"backend": loaded.backend, "import_s": t1 - t0, "load_s": t2 - t1, "rss_mb_after_load": after_load,
+print(json.dumps({"backend": loaded.backend.name, "import_s": t1 - t0, "load_s": t2 - t1, "rss_mb_after_load": after_load,
                   "rss_mb_after_reply": rss("VmRSS:"), "peak_rss_mb": rss("VmHWM:"),
                   "first_reply_ttft_ms": stream.stats.first_token_seconds * 1000}))
 """
@@ -458,8 +439,8 @@ def run(config: BenchConfig, log=lambda message: None) -> dict:
     report["first_load_s"] = time.perf_counter() - converted
     baseline = load_model(config.model, backend="transformers")
     report["resolved"] = default.name
-    report["default_backend"] = default.backend
-    log(f"model {default.name}: default path {default.backend}"
+    report["default_backend"] = default.backend.name
+    log(f"model {default.name}: default path {default.backend.name}"
         + (f" ({default.backend_note})" if default.backend_note else ""))
     report["settings"] = speed(baseline, default, config, log)
     report["profile"] = profile(baseline, default, config)

@@ -250,7 +250,7 @@ def cmd_search(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .core.loading import describe_specs
+    from .core.specs import describe_specs
 
     table = Table("spec", "resolves to", "offline", "note", box=None)
     for info in describe_specs(args.specs):
