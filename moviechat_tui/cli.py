@@ -41,14 +41,12 @@ def _shared(model: bool) -> argparse.ArgumentParser:
 
 
 def _decoding_options(parser: argparse.ArgumentParser) -> None:
+    from .core.settings import DESCRIPTIONS
+
     group = parser.add_argument_group("decoding")
-    group.add_argument("--temperature", type=float, help="0 = greedy (default 0.7)")
-    group.add_argument("--top-p", type=float, help="nucleus sampling mass (default 0.9)")
-    group.add_argument("--top-k", type=int, help="sample among the k likeliest tokens (default 50)")
-    group.add_argument("--repetition-penalty", type=float, help="> 1 discourages repeats (default 1.15)")
-    group.add_argument("--no-repeat-ngram-size", type=int, help="forbid repeating n-grams (default 3)")
-    group.add_argument("--max-new-tokens", type=int, help="reply length cap (default 64)")
-    group.add_argument("--seed", type=int, help="make sampling reproducible")
+    for setting in DESCRIPTIONS:
+        default = setting.blank if setting.default is None else f"{setting.default:g}"
+        group.add_argument(setting.flag, type=setting.type, help=f"{setting.help} (default {default})")
     group.add_argument("--genres", help="steer the tone, comma separated: comedy,horror,romance,sci-fi")
 
 
@@ -105,13 +103,9 @@ def _open_store(args):
 
 
 def _settings_from(args):
-    from .core.generation import GenerationSettings
+    from .core.settings import DESCRIPTIONS, GenerationSettings
 
-    return GenerationSettings().replace(
-        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-        repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
-        max_new_tokens=args.max_new_tokens, seed=args.seed,
-    ).validate()
+    return GenerationSettings().replace(**{s.name: getattr(args, s.name) for s in DESCRIPTIONS}).validate()
 
 
 def cmd_chat(args) -> int:
@@ -168,8 +162,9 @@ def cmd_chat(args) -> int:
 
 
 def _any_decoding_option(args) -> bool:
-    names = ["temperature", "top_p", "top_k", "repetition_penalty", "no_repeat_ngram_size", "max_new_tokens", "seed"]
-    return any(getattr(args, n) is not None for n in names)
+    from .core.settings import DESCRIPTIONS
+
+    return any(getattr(args, s.name) is not None for s in DESCRIPTIONS)
 
 
 class _null:
@@ -307,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     from .core.engine import EngineError
-    from .core.generation import SettingsError
+    from .core.settings import SettingsError
     from .core.loading import ModelLoadError
     from .core.store import StoreError
 

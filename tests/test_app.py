@@ -15,7 +15,7 @@ from moviechat_tui.core import store as store_module
 from moviechat_tui.tui.app import MovieChatApp
 from moviechat_tui.tui.chat_screen import COMMANDS
 from moviechat_tui.core.engine import ChatEngine
-from moviechat_tui.core.generation import GenerationSettings, SettingsError
+from moviechat_tui.core.settings import GenerationSettings, SettingsError
 from moviechat_tui.core.loading import ModelLoadError, load_model
 from moviechat_tui.core.store import Store
 from moviechat_tui.tui.replay import ReplayScreen

@@ -11,7 +11,7 @@ import pytest
 
 from moviechat_tui.core import engine as engine_module
 from moviechat_tui.core.engine import ChatEngine, EngineError
-from moviechat_tui.core.generation import GenerationSettings
+from moviechat_tui.core.settings import GenerationSettings
 from moviechat_tui.core.loading import ModelLoadError, load_model
 from moviechat_tui.core.store import Store, UnknownConversation
 
@@ -176,7 +176,7 @@ KILLED_WRITER = textwrap.dedent(
     """
     import sys
     from moviechat_tui.core.engine import ChatEngine
-    from moviechat_tui.core.generation import GenerationSettings
+    from moviechat_tui.core.settings import GenerationSettings
     from moviechat_tui.core.loading import load_model
     from moviechat_tui.core.store import Store
 

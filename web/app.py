@@ -19,7 +19,7 @@ if _ROOT not in sys.path:  # `streamlit run web/app.py` puts web/ on sys.path, n
 
 from moviechat_tui.core.dialogue import USER
 from moviechat_tui.core.engine import ChatEngine, EngineError
-from moviechat_tui.core.generation import GenerationSettings, SettingsError
+from moviechat_tui.core.settings import DESCRIPTIONS, GenerationSettings, Setting, SettingsError
 from moviechat_tui.core.loading import ModelLoadError
 from moviechat_tui.core.store import Conversation, Message, StoreError, UnknownConversation
 from web.markup import markdown_pieces, text_to_markdown
@@ -29,16 +29,6 @@ LIST_LIMIT = 50  # conversations in the sidebar; search finds the older ones
 GENRES = ["action", "adventure", "animation", "biography", "comedy", "crime", "documentary", "drama", "family",
           "fantasy", "film-noir", "history", "horror", "music", "musical", "mystery", "romance", "sci-fi",
           "sport", "thriller", "war", "western"]  # the Cornell corpus' genres
-# name, label, widget, min, max, step, help
-SETTING_WIDGETS = [
-    ("temperature", "Temperature", "slider", 0.0, 2.0, 0.05, "0 = greedy: always the likeliest token"),
-    ("top_p", "Top-p", "slider", 0.05, 1.0, 0.05, "sample from the smallest set of tokens with this much mass"),
-    ("top_k", "Top-k", "number", 0, 1000, 1, "sample among the k likeliest tokens (0 = no limit)"),
-    ("repetition_penalty", "Repetition penalty", "slider", 0.5, 2.0, 0.05, "> 1 discourages repeating words"),
-    ("no_repeat_ngram_size", "No-repeat n-gram size", "number", 0, 10, 1, "forbid repeating n-grams (0 = off)"),
-    ("max_new_tokens", "Max new tokens", "number", 1, 4096, 8, "reply length cap"),
-    ("seed", "Seed", "number", 0, 2**31 - 1, 1, "empty = random; a number makes sampling reproducible"),
-]
 CURRENT = "conversation_id"
 
 
@@ -99,10 +89,10 @@ def _setting_key(name: str, conversation_id: int | None) -> str:
 
 def settings_from_widgets(base: GenerationSettings, conversation_id: int | None) -> GenerationSettings:
     data = base.to_dict()
-    for name, *_ in SETTING_WIDGETS:
-        key = _setting_key(name, conversation_id)
+    for setting in DESCRIPTIONS:
+        key = _setting_key(setting.name, conversation_id)
         if key in st.session_state:
-            data[name] = st.session_state[key]
+            data[setting.name] = st.session_state[key]
     return GenerationSettings.from_dict(data).validate()
 
 
@@ -121,21 +111,26 @@ def _save_genres(engine: ChatEngine, conversation_id: int) -> None:
         flash("error", f"Genres not saved: {exc}")
 
 
+def setting_widget(setting: Setting, value, key: str, save: dict) -> None:
+    """A slider or number box for one decoding setting, from its description."""
+    low, high = setting.bounds
+    if setting.slider:
+        st.slider(setting.label, float(low), float(high), min(max(float(value), low), high), setting.step,
+                  key=key, help=setting.hint, **save)
+    else:
+        value = None if value is None else min(max(int(value), low), high)
+        st.number_input(setting.label, int(low), int(high), value, int(setting.step), key=key, help=setting.hint,
+                        placeholder=setting.blank or None, **save)
+
+
 def settings_panel(engine: ChatEngine, current: Conversation | None) -> None:
     """Decoding settings and genres of the current conversation (or of the next new one)."""
     cid = current.id if current else None
     stored = engine.settings_for(current) if current else engine.settings
     save = {"on_change": _save_settings, "args": (engine, cid)} if current else {}
     with st.expander("Decoding settings"):
-        for name, label, widget, low, high, step, help_text in SETTING_WIDGETS:
-            value = getattr(stored, name)
-            key = _setting_key(name, cid)
-            if widget == "slider":
-                st.slider(label, low, high, min(max(float(value), low), high), step, key=key, help=help_text, **save)
-            else:
-                value = None if value is None else min(max(int(value), low), high)
-                st.number_input(label, low, high, value, step, key=key, help=help_text,
-                                placeholder="random" if name == "seed" else None, **save)
+        for setting in DESCRIPTIONS:
+            setting_widget(setting, getattr(stored, setting.name), _setting_key(setting.name, cid), save)
     stored_genres = list((current.conditioning or {}).get("genres") or []) if current else []
     st.multiselect(
         "Genre steering", sorted(set(GENRES) | set(stored_genres)), default=stored_genres,

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from .dialogue import BOT, USER, Conditioning, FittedPrompt, Turn, fit_prompt, next_turn_prefix
-from .generation import GenerationSettings, ReplyStats, ReplyStream, stream_reply, warm_prefix
+from .generation import ReplyStats, ReplyStream, stream_reply, warm_prefix
 from .loading import DEFAULT_SPEC, LoadedModel, ModelLoadError, load_model
+from .settings import GenerationSettings
 from .store import Conversation, Message, Store, UnknownMessage
 
 # CPU prompt processing grows with the prompt: a chat keeps at most this many tokens of history.

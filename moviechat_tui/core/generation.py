@@ -16,54 +16,12 @@ import atexit
 import threading
 import time
 import weakref
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Iterator
 
 from .backends import MIN_PREFIX_TOKENS
 from .loading import LoadedModel
-
-
-class SettingsError(ValueError):
-    """A decoding setting out of range; the message is one line."""
-
-
-@dataclass
-class GenerationSettings:
-    # Defaults tuned against repetition loops in short movie lines.
-    temperature: float = 0.7  # 0 = greedy
-    top_p: float = 0.9
-    top_k: int = 50
-    repetition_penalty: float = 1.15
-    no_repeat_ngram_size: int = 3
-    max_new_tokens: int = 64
-    seed: int | None = None
-
-    def validate(self) -> "GenerationSettings":
-        checks = [
-            (self.temperature >= 0, "temperature must be >= 0 (0 means greedy)"),
-            (0 < self.top_p <= 1, "top-p must be in (0, 1]"),
-            (self.top_k >= 0, "top-k must be >= 0 (0 disables it)"),
-            (self.repetition_penalty > 0, "repetition penalty must be > 0 (1 disables it)"),
-            (self.no_repeat_ngram_size >= 0, "no-repeat-ngram size must be >= 0 (0 disables it)"),
-            (1 <= self.max_new_tokens <= 4096, "max new tokens must be between 1 and 4096"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise SettingsError(message)
-        return self
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict | None) -> "GenerationSettings":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in (data or {}).items() if k in known})
-
-    def replace(self, **changes) -> "GenerationSettings":
-        data = self.to_dict()
-        data.update({k: v for k, v in changes.items() if v is not None})
-        return GenerationSettings.from_dict(data)
+from .settings import GenerationSettings
 
 
 @dataclass

@@ -21,7 +21,7 @@ from textual.worker import get_current_worker
 
 from ..core.dialogue import BOT, USER
 from ..core.engine import FAILED, LOADING, ChatEngine, EngineError, Reply, clean_user_text
-from ..core.generation import GenerationSettings
+from ..core.settings import GenerationSettings
 from ..core.loading import ModelLoadError
 from ..core.store import Conversation, Message, StoreError, utc_now
 from .format import genres_of, literal

@@ -7,7 +7,7 @@ from datetime import datetime
 from rich.text import Text
 
 from ..core.dialogue import USER
-from ..core.generation import GenerationSettings
+from ..core.settings import GenerationSettings
 
 SPEAKERS = {USER: "YOU", "bot": "BOT"}  # screenplay style
 

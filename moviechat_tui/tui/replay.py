@@ -10,7 +10,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from ..core.dialogue import BOT
-from ..core.generation import GenerationSettings
+from ..core.settings import GenerationSettings
 from ..core.store import Conversation, Message
 from .format import genres_of, literal, local_time, settings_summary
 from .widgets import ChatLog, MessageView
