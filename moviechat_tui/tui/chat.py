@@ -19,12 +19,13 @@ from textual.message import Message as TextualMessage
 from textual.widgets import Button, Static
 from textual.worker import get_current_worker
 
+from ..core.captions import genres_of
 from ..core.dialogue import BOT, USER
 from ..core.engine import FAILED, LOADING, ChatEngine, EngineError, Reply, clean_user_text
 from ..core.settings import GenerationSettings
 from ..core.loading import ModelLoadError
 from ..core.store import Conversation, Message, StoreError, utc_now
-from .format import genres_of, literal
+from .format import literal
 from .widgets import ChatInput, ChatLog, MessageView
 
 LOAD_POLL = 0.05  # seconds between checks of a model load a reply waits for (and of esc)

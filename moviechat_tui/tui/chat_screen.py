@@ -16,10 +16,11 @@ from textual.message import Message as TextualMessage
 from textual.screen import Screen
 from textual.widgets import Footer, Input, OptionList
 
+from ..core.captions import settings_summary
 from ..core.engine import FAILED, LOADING, WAITING, ChatEngine
 from ..core.store import Conversation, StoreError
 from .chat import Chat
-from .format import literal, settings_summary
+from .format import literal
 from .replay import ReplayScreen
 from .screens import ConfirmScreen, PromptScreen, SettingsScreen
 from .widgets import ChatInput, ChatLog, ConversationList, Sidebar, StatusBar
