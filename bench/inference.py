@@ -14,72 +14,28 @@ has read the history before the newest message ahead of time (generation.warm_pr
 previous reply), so only the newest message is prefilled. Also: model load time and resident
 memory (fresh processes, warm cache), launch to first reply of `moviechat-tui chat`, the quality
 guard (perplexity of reference replies and next-token agreement, fast vs fp32, on a fixed prompt
-set) and where the fast path's time goes.
+set) and where the fast path's time goes. The timed runs themselves are in inference_runs.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from moviechat_tui.core.dialogue import BOT, USER, Turn  # noqa: E402
+from inference_runs import SCENE, BenchConfig, _f, median, profile, quality, speed  # noqa: E402  (bench/ is on sys.path)
 
 TARGETS = {"decode_speed_ratio": 5.0, "ttft_ms_10_turns": 150.0, "first_reply_s": 5.0, "quality_loss_pct": 2.0}
-
-# A 20-line scene (written for this benchmark); a history of k turns is its last k lines, the
-# newest always the user's.
-SCENE = [
-    "You're late. The boat leaves at midnight.",
-    "I had to lose a tail on the way over.",
-    "A tail? Who else knows about tonight?",
-    "Nobody, if you kept your mouth shut like I told you.",
-    "I didn't tell a soul. Not even my sister.",
-    "Then somebody's been reading your mail.",
-    "Forget the mail. What do we do about the money?",
-    "We split it three ways, same as we agreed.",
-    "Frankie thinks he deserves half.",
-    "Frankie thinks a lot of things. Most of them wrong.",
-    "He's got a gun, and he's not shy about it.",
-    "Neither am I. Hand me the map.",
-    "It's in the car. Under the seat.",
-    "You left it in the car? With the windows down?",
-    "It was hot! How was I supposed to know?",
-    "Go get it. Now. And don't run, walk.",
-    "What if the cops are still out there?",
-    "Then you smile and tell them you lost your dog.",
-    "I don't have a dog.",
-    "Tonight you do. Now move, before I change my mind about you.",
-]
-
-@dataclass
-class BenchConfig:
-    model: str = "default"
-    turns: tuple[int, ...] = (1, 5, 10, 20)
-    runs: int = 5
-    new_tokens: int = 32
-    load_runs: int = 3
-    launch_runs: int = 3
-    quality: bool = True
-    processes: bool = True  # load probes and chat launches in fresh processes
-    threads: int | None = None  # CPU threads for both paths (None: torch's default and all usable cores)
-
-
-def history(turns: int) -> list[Turn]:
-    lines = SCENE[-turns:]
-    return [Turn(USER if (len(lines) - 1 - i) % 2 == 0 else BOT, text) for i, text in enumerate(lines)]
 
 
 def machine() -> dict:
@@ -91,278 +47,13 @@ def machine() -> dict:
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
     mem = next((int(line.split()[1]) // 1024 for line in Path("/proc/meminfo").read_text().splitlines()
                 if line.startswith("MemTotal")), None) if Path("/proc/meminfo").exists() else None
-    from moviechat_tui.core.backends import ct2 as fast
+    from moviechat_tui.core.backends.ct2 import threads
 
     return {
         "cpu": cpu, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)), "memory_mb": mem,
         "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
         "ctranslate2": ctranslate2.__version__, "torch_threads": torch.get_num_threads(),
-        "ctranslate2_threads": fast.threads(), "load_average_start": list(os.getloadavg()),
-    }
-
-
-def median(values):
-    values = [v for v in values if v is not None]
-    return statistics.median(values) if values else None
-
-
-# --- (a) and (b) on one prompt ------------------------------------------------------
-
-
-class _FixedLengthFormat:
-    """The model's format with an end-of-turn id it won't produce: every run decodes the full length."""
-
-    def __init__(self, fmt, never_id: int) -> None:
-        self._fmt, self.end_of_turn_id = fmt, never_id
-
-    def __getattr__(self, name):
-        return getattr(self._fmt, name)
-
-
-def never_id(tokenizer) -> int:
-    """A rare ordinary token (the last BPE merges) to stand in for the end of turn."""
-    special = set(tokenizer.all_special_ids)
-    return next(i for i in range(len(tokenizer) - 1, 0, -1) if i not in special)
-
-
-def baseline_run(model, prompt_ids: list[int], n: int, stop_id: int) -> dict:
-    import torch
-    from transformers.generation.streamers import BaseStreamer
-
-    class FirstToken(BaseStreamer):
-        first = None
-        calls = 0
-
-        def put(self, value):
-            self.calls += 1
-            if self.calls == 2:  # the first call carries the prompt
-                self.first = time.perf_counter()
-
-        def end(self):
-            pass
-
-    streamer = FirstToken()
-    input_ids = torch.tensor([prompt_ids])
-    started = time.perf_counter()
-    with torch.inference_mode():
-        out = model.generate(input_ids, attention_mask=torch.ones_like(input_ids), do_sample=False, use_cache=True,
-                             max_new_tokens=n, min_new_tokens=n, eos_token_id=stop_id, pad_token_id=stop_id,
-                             streamer=streamer)
-    ended = time.perf_counter()
-    new = out.shape[1] - len(prompt_ids)
-    return _timing(new, streamer.first - started, ended - started)
-
-
-def engine_run(view, prompt_ids: list[int], n: int) -> dict:
-    from moviechat_tui.core.generation import GenerationSettings, stream_reply
-
-    settings = GenerationSettings(temperature=0, repetition_penalty=1.0, no_repeat_ngram_size=0, max_new_tokens=n)
-    stream = stream_reply(view, prompt_ids, settings)
-    for _ in stream:
-        pass
-    return _timing(stream.stats.new_tokens, stream.stats.first_token_seconds, stream.stats.seconds)
-
-
-def _timing(new_tokens: int, first: float, total: float) -> dict:
-    decode = (new_tokens - 1) / (total - first) if new_tokens > 1 and total > first else None
-    return {"new_tokens": new_tokens, "ttft_ms": first * 1000, "total_ms": total * 1000, "decode_tok_s": decode}
-
-
-def fixed_length_view(loaded):
-    view = copy.copy(loaded)  # shares the model, the fast copy and the generate lock
-    view.format = _FixedLengthFormat(loaded.format, never_id(loaded.tokenizer))
-    return view
-
-
-def cpu_timed(fn) -> tuple[dict, float]:
-    """`fn()` and the CPU milliseconds this process spent on it (all its threads)."""
-    started = time.process_time()
-    result = fn()
-    return result, (time.process_time() - started) * 1000
-
-
-def speed(baseline, default, config: BenchConfig, log) -> list[dict]:
-    view = fixed_length_view(default)
-    stop, n = never_id(default.tokenizer), config.new_tokens
-    settings = []
-    for turns in config.turns:
-        prompt = default.format.prompt_ids(history(turns))
-        assert prompt == baseline.format.prompt_ids(history(turns)), "both paths must see the same prompt ids"
-        baseline_run(baseline.model, prompt, 4, stop)  # warm-up
-        engine_run(view, prompt, 4)
-        a_runs, b_runs = [], []
-        for _ in range(config.runs):
-            # A 1-token run measures the CPU time of the first token; an n-token run the rest. With one
-            # thread, CPU time is what the run costs on an idle core, whatever else the machine is doing.
-            for runs, one in ((a_runs, lambda k: baseline_run(baseline.model, prompt, k, stop)),
-                              (b_runs, lambda k: engine_run(view, prompt, k))):
-                first_cpu = cpu_timed(lambda: one(1))[1]
-                timing, total_cpu = cpu_timed(lambda: one(n))
-                timing["cpu_ttft_ms"] = first_cpu
-                timing["cpu_decode_tok_s"] = (n - 1) / ((total_cpu - first_cpu) / 1000) if total_cpu > first_cpu else None
-                runs.append(timing)
-        a, b = _summary(a_runs), _summary(b_runs)
-        warm = continuing(view, turns, prompt, config.runs)
-        setting = {
-            "turns": turns, "prompt_tokens": len(prompt), "new_tokens": n,
-            "baseline": a, "default": b,
-            "decode_speed_ratio": _ratio(b["decode_tok_s"], a["decode_tok_s"]),
-            "ttft_ms": b["ttft_ms"], "baseline_ttft_ms": a["ttft_ms"], "ttft_ratio": _ratio(b["ttft_ms"], a["ttft_ms"]),
-            "cpu_decode_speed_ratio": _ratio(b["cpu_decode_tok_s"], a["cpu_decode_tok_s"]),
-            "cpu_ttft_ms": b["cpu_ttft_ms"], "baseline_cpu_ttft_ms": a["cpu_ttft_ms"],
-            **warm,
-        }
-        log(f"{turns:>2} turns ({len(prompt)} prompt tokens): decode {_f(a['decode_tok_s'])} -> {_f(b['decode_tok_s'])} "
-            f"tok/s (x{_f(setting['decode_speed_ratio'], '.2f')}), first token {_f(a['ttft_ms'], '.0f')} -> "
-            f"{_f(b['ttft_ms'], '.0f')} ms; CPU time: x{_f(setting['cpu_decode_speed_ratio'], '.2f')}, first token "
-            f"{_f(a['cpu_ttft_ms'], '.0f')} -> {_f(b['cpu_ttft_ms'], '.0f')} ms")
-        if warm.get("warm_ttft_ms") is not None:
-            log(f"   continuing the conversation ({warm['warm_prefix_tokens']} tokens read ahead): first token "
-                f"{_f(warm['warm_ttft_ms'], '.0f')} ms, CPU {_f(warm['warm_cpu_ttft_ms'], '.0f')} ms")
-        settings.append(setting)
-    return settings
-
-
-def continuing(view, turns: int, prompt: list[int], runs: int) -> dict:
-    """First token when the conversation goes on: what the engine does after each reply
-    (generation.warm_prefix on the history before the newest message) has been done while the
-    user typed, so the reply prefills only the new message."""
-    from moviechat_tui.core.dialogue import next_turn_prefix
-    from moviechat_tui.core.generation import warm_prefix
-
-    prefix = next_turn_prefix(view.format, history(turns)[:-1], view.context_window)
-    if prompt[: len(prefix)] != prefix or warm_prefix(view, prefix, wait=True) is None:
-        return {"warm_prefix_tokens": 0, "warm_ttft_ms": None, "warm_cpu_ttft_ms": None}
-    counter = view.fast if view.fast is not None else view  # where the path counts its cache hits
-    hits, ttft, cpu = counter.prefix_hits, [], []
-    for _ in range(runs):
-        timing, cpu_ms = cpu_timed(lambda: engine_run(view, prompt, 1))
-        ttft.append(timing["ttft_ms"])
-        cpu.append(cpu_ms)
-    used = counter.prefix_hits - hits == runs
-    # Drop the cached state: the next setting's cold runs must read everything.
-    view.fast._reopen() if view.fast is not None else view.prefix_states.clear()
-    return {"warm_prefix_tokens": len(prefix) if used else 0, "warm_ttft_ms": median(ttft) if used else None,
-            "warm_cpu_ttft_ms": median(cpu) if used else None}
-
-
-def _ms_per_token_gap(slow, fast):
-    """Milliseconds per token that the slower of two decode speeds adds."""
-    return 1000 / slow - 1000 / fast if slow and fast else None
-
-
-def _f(value, spec: str = ".1f") -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
-def _baseline_runs(baseline, prompt, n, stop, runs):
-    return [baseline_run(baseline.model, prompt, n, stop) for _ in range(runs)]
-
-
-def _summary(runs: list[dict]) -> dict:
-    return {
-        "ttft_ms": median(r["ttft_ms"] for r in runs),
-        "decode_tok_s": median(r["decode_tok_s"] for r in runs),
-        "new_tokens": median(r["new_tokens"] for r in runs),
-        "cpu_ttft_ms": median(r.get("cpu_ttft_ms") for r in runs),
-        "cpu_decode_tok_s": median(r.get("cpu_decode_tok_s") for r in runs),
-        "runs": runs,
-    }
-
-
-def _ratio(b, a):
-    return b / a if a and b is not None else None
-
-
-# --- where the time goes ---------------------------------------------------------------
-
-
-def profile(baseline, default, config: BenchConfig, turns: int = 10) -> dict:
-    """The fast path's engine overhead (streaming, detokenizing, the worker thread) against raw
-    CTranslate2, and transformers `generate` against a bare forward loop with the KV cache."""
-    import torch
-
-    prompt = default.format.prompt_ids(history(turns))
-    stop, n = never_id(default.tokenizer), config.new_tokens
-    out: dict = {"turns": turns, "prompt_tokens": len(prompt)}
-    if default.fast is not None:
-        tokens = default.tokenizer.convert_ids_to_tokens(prompt)
-        raw = []
-        for _ in range(config.runs):
-            started, first, count = time.perf_counter(), None, 0
-            for _step in default.fast.generator.generate_tokens(tokens, max_length=n, min_length=n, end_token=[stop],
-                                                                 sampling_topk=1):
-                count += 1
-                first = first or time.perf_counter()
-            raw.append(_timing(count, first - started, time.perf_counter() - started))
-        engine = [engine_run(fixed_length_view(default), prompt, n) for _ in range(config.runs)]
-        out["ctranslate2_raw"] = _summary(raw)
-        out["ctranslate2_engine"] = _summary(engine)
-        out["engine_overhead_ms_per_token"] = _ms_per_token_gap(out["ctranslate2_engine"]["decode_tok_s"],
-                                                                 out["ctranslate2_raw"]["decode_tok_s"])
-    from moviechat_tui.core.generation import cache_keyword
-
-    cache_arg = cache_keyword(baseline.model)
-    forward = []
-    with torch.inference_mode():
-        model = baseline.model
-        for _ in range(config.runs):
-            started = time.perf_counter()
-            result = model(torch.tensor([prompt]), use_cache=True)
-            first = time.perf_counter()
-            for _step in range(n - 1):
-                token = result.logits[:, -1:].argmax(-1)
-                result = model(token, use_cache=True, **{cache_arg: getattr(result, cache_arg)})
-            forward.append(_timing(n, first - started, time.perf_counter() - started))
-    out["transformers_forward_loop"] = _summary(forward)
-    out["transformers_generate_overhead_ms_per_token"] = _ms_per_token_gap(
-        median(r["decode_tok_s"] for r in _baseline_runs(baseline, prompt, n, stop, config.runs)),
-        out["transformers_forward_loop"]["decode_tok_s"])
-    return out
-
-
-# --- quality guard -------------------------------------------------------------------------
-
-
-def quality(baseline, default) -> dict:
-    """Fast vs fp32 on the quality guard's prompt set (fast.CALIBRATION): perplexity of the reference
-    replies, teacher-forced next-token agreement, and whether greedy replies come out the same."""
-    import numpy as np
-    import torch
-
-    from moviechat_tui.core.backends.ct2 import CALIBRATION
-    from moviechat_tui.core.generation import GenerationSettings, stream_reply
-
-    if default.fast is None:
-        return {"skipped": f"the default path is {default.backend}: nothing to compare"}
-    fmt, tokenizer = default.format, default.tokenizer
-    nll_fp32 = nll_fast = 0.0
-    count = agree = 0
-    same_reply = 0
-    greedy = GenerationSettings(temperature=0, max_new_tokens=32)
-    for context, reference in CALIBRATION:
-        turns = [Turn(USER if (len(context) - 1 - i) % 2 == 0 else BOT, t) for i, t in enumerate(context)]
-        prompt = fmt.prompt_ids(turns)
-        ids = prompt + fmt.reply_ids(reference)
-        targets = torch.tensor(ids[len(prompt):])
-        with torch.inference_mode():
-            logits_fp32 = baseline.model(torch.tensor([ids])).logits[0, len(prompt) - 1:-1].float()
-        logits_fast = torch.from_numpy(np.asarray(default.fast.generator.forward_batch(
-            [tokenizer.convert_ids_to_tokens(ids)]))[0, len(prompt) - 1:-1].copy()).float()
-        nll_fp32 -= torch.log_softmax(logits_fp32, -1).gather(1, targets[:, None]).sum().item()
-        nll_fast -= torch.log_softmax(logits_fast, -1).gather(1, targets[:, None]).sum().item()
-        agree += (logits_fp32.argmax(-1) == logits_fast.argmax(-1)).sum().item()
-        count += len(targets)
-        replies = ["".join(stream_reply(m, prompt, greedy)) for m in (baseline, default)]
-        same_reply += replies[0] == replies[1]
-    ppl_fp32, ppl_fast = float(np.exp(nll_fp32 / count)), float(np.exp(nll_fast / count))
-    return {
-        "prompts": len(CALIBRATION), "reply_tokens": count, "compute_type": default.fast.compute_type,
-        "measured_at_conversion": default.fast.quality,
-        "perplexity_fp32": ppl_fp32, "perplexity_fast": ppl_fast,
-        "perplexity_change_pct": (ppl_fast / ppl_fp32 - 1) * 100,
-        "next_token_agreement": agree / count,
-        "greedy_replies_identical": same_reply / len(CALIBRATION),
+        "ctranslate2_threads": threads(), "load_average_start": list(os.getloadavg()),
     }
 
 
@@ -383,7 +74,7 @@ after_load = rss("VmRSS:")
 stream = stream_reply(loaded, loaded.format.prompt_ids([Turn("user", "Hello there.")]),
                       GenerationSettings(temperature=0, max_new_tokens=16))
 "".join(stream)
-print(json.dumps({"backend": loaded.backend, "import_s": t1 - t0, "load_s": t2 - t1, "rss_mb_after_load": after_load,
+print(json.dumps({"backend": loaded.backend.name, "import_s": t1 - t0, "load_s": t2 - t1, "rss_mb_after_load": after_load,
                   "rss_mb_after_reply": rss("VmRSS:"), "peak_rss_mb": rss("VmHWM:"),
                   "first_reply_ttft_ms": stream.stats.first_token_seconds * 1000}))
 """
@@ -458,8 +149,8 @@ def run(config: BenchConfig, log=lambda message: None) -> dict:
     report["first_load_s"] = time.perf_counter() - converted
     baseline = load_model(config.model, backend="transformers")
     report["resolved"] = default.name
-    report["default_backend"] = default.backend
-    log(f"model {default.name}: default path {default.backend}"
+    report["default_backend"] = default.backend.name
+    log(f"model {default.name}: default path {default.backend.name}"
         + (f" ({default.backend_note})" if default.backend_note else ""))
     report["settings"] = speed(baseline, default, config, log)
     report["profile"] = profile(baseline, default, config)

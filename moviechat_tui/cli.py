@@ -41,14 +41,12 @@ def _shared(model: bool) -> argparse.ArgumentParser:
 
 
 def _decoding_options(parser: argparse.ArgumentParser) -> None:
+    from .core.settings import DESCRIPTIONS
+
     group = parser.add_argument_group("decoding")
-    group.add_argument("--temperature", type=float, help="0 = greedy (default 0.7)")
-    group.add_argument("--top-p", type=float, help="nucleus sampling mass (default 0.9)")
-    group.add_argument("--top-k", type=int, help="sample among the k likeliest tokens (default 50)")
-    group.add_argument("--repetition-penalty", type=float, help="> 1 discourages repeats (default 1.15)")
-    group.add_argument("--no-repeat-ngram-size", type=int, help="forbid repeating n-grams (default 3)")
-    group.add_argument("--max-new-tokens", type=int, help="reply length cap (default 64)")
-    group.add_argument("--seed", type=int, help="make sampling reproducible")
+    for setting in DESCRIPTIONS:
+        default = setting.blank if setting.default is None else f"{setting.default:g}"
+        group.add_argument(setting.flag, type=setting.type, help=f"{setting.help} (default {default})")
     group.add_argument("--genres", help="steer the tone, comma separated: comedy,horror,romance,sci-fi")
 
 
@@ -98,32 +96,28 @@ def _db_path(args) -> Path:
     return Path(getattr(args, "db", None) or default_db_path()).expanduser()
 
 
-def _open_store(args):
+def _open_engine(args, settings=None):
+    """The engine every command goes through (the model loads only when a reply needs it)."""
+    from .core.engine import ChatEngine
     from .core.store import Store
 
-    return Store(_db_path(args))
+    return ChatEngine(Store(_db_path(args)), getattr(args, "model", "default"), settings)
 
 
 def _settings_from(args):
-    from .core.generation import GenerationSettings
+    from .core.settings import DESCRIPTIONS, GenerationSettings
 
-    return GenerationSettings().replace(
-        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-        repetition_penalty=args.repetition_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size,
-        max_new_tokens=args.max_new_tokens, seed=args.seed,
-    ).validate()
+    return GenerationSettings().replace(**{s.name: getattr(args, s.name) for s in DESCRIPTIONS}).validate()
 
 
 def cmd_chat(args) -> int:
-    from .core.engine import ChatEngine, EngineError
-    from .core.store import StoreError
+    from .core.engine import EngineError
 
     interactive = sys.stdin.isatty()
     # Bytes that are not UTF-8 reach the engine as lone surrogates, which it replaces (with a notice)
     # rather than stopping the chat with a UnicodeDecodeError.
     sys.stdin.reconfigure(errors="surrogateescape")
-    store = _open_store(args)
-    engine = ChatEngine(store, getattr(args, "model", "default"), _settings_from(args))
+    engine = _open_engine(args, _settings_from(args))
     genres = [g for g in (args.genres or "").split(",") if g.strip()] or None
     conversation_id = getattr(args, "conversation", None)
     if conversation_id is not None:
@@ -134,7 +128,7 @@ def cmd_chat(args) -> int:
         conversation = engine.new_conversation(genres=genres)
     with err.status(f"loading model {escape(engine.model_spec)}…", spinner="dots") if interactive else _null():
         engine.load()
-    err.print(f"[dim]conversation #{conversation.id} · model {escape(engine.model_spec)} · db {escape(str(store.path))}"
+    err.print(f"[dim]conversation #{conversation.id} · model {escape(engine.model_spec)} · db {escape(str(engine.store.path))}"
               + (" · Ctrl-C stops a reply, Ctrl-D quits" if interactive else "") + "[/]", soft_wrap=True)
     while True:
         try:
@@ -179,8 +173,9 @@ def cmd_chat(args) -> int:
 
 
 def _any_decoding_option(args) -> bool:
-    names = ["temperature", "top_p", "top_k", "repetition_penalty", "no_repeat_ngram_size", "max_new_tokens", "seed"]
-    return any(getattr(args, n) is not None for n in names)
+    from .core.settings import DESCRIPTIONS
+
+    return any(getattr(args, s.name) is not None for s in DESCRIPTIONS)
 
 
 class _null:
@@ -192,50 +187,43 @@ class _null:
 
 
 def cmd_list(args) -> int:
-    conversations = _open_store(args).list_conversations(query=args.query, limit=args.limit)
+    from .core.captions import display_time
+
+    conversations = _open_engine(args).list_conversations(query=args.query, limit=args.limit)
     if not conversations:
         err.print("no saved conversations" + (f" match {args.query!r}" if args.query else ""))
         return 0
     table = Table("id", "title", "messages", "updated", "model", box=None)
     for c in conversations:
-        table.add_row(str(c.id), escape(c.title or "(untitled)"), str(c.message_count), _short_time(c.updated_at),
+        table.add_row(str(c.id), escape(c.title or "(untitled)"), str(c.message_count), display_time(c.updated_at),
                       escape(c.model_spec))
     out.print(table)
     return 0
 
 
-def _short_time(iso: str) -> str:
-    return iso.replace("T", " ")[:19]
-
-
 def print_transcript(conversation, messages, console: Console = out) -> None:
-    genres = ", ".join((conversation.conditioning or {}).get("genres") or [])
+    from .core.captions import SECONDS, display_time, genres_of, reply_facts
+
+    genres = ", ".join(genres_of(conversation.conditioning))
     console.print(f"[bold]#{conversation.id} {escape(conversation.title or '(untitled)')}[/]  "
                   f"[dim]{escape(conversation.model_spec)}{' · ' + escape(genres) if genres else ''}[/]")
     for m in messages:
         who = "[bold cyan]You[/]" if m.role == "user" else "[bold magenta]Bot[/]"
-        meta = _short_time(m.created_at)
-        if m.role == "bot" and m.model:
-            meta += f" · {m.model}"
-        if m.status != "complete":
-            meta += f" · {m.status}"
-        console.print(f"{who} [dim]{escape(meta)}[/]")
+        meta = [display_time(m.created_at, SECONDS), *reply_facts(m)] + ([m.status] if m.status != "complete" else [])
+        console.print(f"{who} [dim]{escape(' · '.join(meta))}[/]")
         console.print(escape(m.text), soft_wrap=True)
 
 
 def cmd_replay(args) -> int:
-    store = _open_store(args)
-    conversation = store.get_conversation(args.id)
+    conversation, messages = _open_engine(args).transcript(args.id)
     if not args.print_only and sys.stdout.isatty() and sys.stdin.isatty():
         return _run_app(args, replay=args.id)
-    print_transcript(conversation, store.messages(args.id))
+    print_transcript(conversation, messages)
     return 0
 
 
 def cmd_export(args) -> int:
-    from .core.engine import ChatEngine
-
-    text = ChatEngine(_open_store(args)).export(args.id, args.format)
+    text = _open_engine(args).export(args.id, args.format)
     if args.output:
         args.output.write_text(text + "\n", encoding="utf-8")
         err.print(f"wrote {args.output}")
@@ -245,9 +233,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_search(args) -> int:
-    if not args.text.strip():
-        raise CliError("empty search: give some words to look for")
-    hits = _open_store(args).search(args.text, limit=args.limit)
+    hits = _open_engine(args).search(args.text, limit=args.limit)  # EngineError for an empty search
     if not hits:
         err.print(f"nothing matches {args.text!r}")
         return 0
@@ -261,7 +247,7 @@ def cmd_search(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .core.loading import describe_specs
+    from .core.specs import describe_specs
 
     table = Table("spec", "resolves to", "offline", "note", box=None)
     for info in describe_specs(args.specs):
@@ -318,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     from .core.engine import EngineError
-    from .core.generation import SettingsError
+    from .core.settings import SettingsError
     from .core.loading import ModelLoadError
     from .core.store import StoreError
 

@@ -86,3 +86,44 @@ def _session_cache_dir(tmp_path_factory):
     patch.setenv("MOVIECHAT_CACHE_DIR", str(tmp_path_factory.mktemp("session-cache")))
     yield
     patch.undo()
+
+
+# --- the Textual app's pilot tests (test_app*.py; helpers in tui_pilot.py) ---------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_loaded(tiny_gpt2_dir):
+    from moviechat_tui.core.loading import load_model
+
+    return load_model(str(tiny_gpt2_dir))
+
+
+@pytest.fixture(scope="module")
+def slow_loaded(tiny_gpt2_dir):
+    """The tiny model at ~20 tokens/s: slow enough to press esc mid-reply."""
+    import time
+
+    from moviechat_tui.core.loading import load_model
+
+    saved = os.environ.get("MOVIECHAT_BACKEND")
+    os.environ["MOVIECHAT_BACKEND"] = "transformers"  # the plain path, whose forward can be slowed
+    try:
+        loaded = load_model(str(tiny_gpt2_dir))
+    finally:
+        os.environ.pop("MOVIECHAT_BACKEND") if saved is None else os.environ.update(MOVIECHAT_BACKEND=saved)
+    forward = loaded.model.forward
+
+    def slow_forward(*args, **kwargs):
+        time.sleep(0.05)
+        return forward(*args, **kwargs)
+
+    loaded.model.forward = slow_forward
+    return loaded
+
+
+@pytest.fixture
+def store(tmp_path):
+    from moviechat_tui.core.store import Store
+
+    with Store(tmp_path / "chat.db") as store:
+        yield store

@@ -11,7 +11,7 @@ import pytest
 
 from moviechat_tui.core import engine as engine_module
 from moviechat_tui.core.engine import ChatEngine, EngineError
-from moviechat_tui.core.generation import GenerationSettings
+from moviechat_tui.core.settings import GenerationSettings
 from moviechat_tui.core.loading import ModelLoadError, load_model
 from moviechat_tui.core.store import Store, UnknownConversation
 
@@ -193,7 +193,7 @@ KILLED_WRITER = textwrap.dedent(
     """
     import sys
     from moviechat_tui.core.engine import ChatEngine
-    from moviechat_tui.core.generation import GenerationSettings
+    from moviechat_tui.core.settings import GenerationSettings
     from moviechat_tui.core.loading import load_model
     from moviechat_tui.core.store import Store
 
@@ -258,3 +258,61 @@ def test_a_persona_is_stored_and_reaches_the_prompt(tmp_path, tiny_chatml_dir):
     updated = engine.update_settings(conversation.id, genres=["comedy"])
     assert Conditioning.from_dict(updated.conditioning) == Conditioning(
         character="Rick", partner="Ilsa", movie="Casablanca", year=1942, genres=("comedy",))
+
+
+def test_sending_to_no_conversation_starts_one_with_its_settings_and_genres(engine):
+    settings = FAST.replace(max_new_tokens=7)
+    with pytest.raises(EngineError):
+        engine.send(None, "   ")
+    assert engine.list_conversations() == []  # nothing saved for a message that can't be sent
+    reply = engine.send(None, "Who goes there?", settings, genres=["horror"])
+    reply.consume()
+    conversation = engine.get_conversation(reply.conversation_id)
+    assert conversation.title == "Who goes there?" and conversation.conditioning["genres"] == ["horror"]
+    assert engine.settings_for(conversation).max_new_tokens == 7
+    assert reply.message.settings["max_new_tokens"] <= 7
+
+
+def test_the_model_status_goes_waiting_loading_ready(tmp_path, tiny_loaded):
+    import threading
+
+    release = threading.Event()
+
+    def slow_loader(spec):
+        release.wait(10)
+        return tiny_loaded
+
+    with Store(tmp_path / "chat.db") as store:
+        engine = ChatEngine(store, "tiny", FAST, loader=slow_loader)
+        assert engine.model_status == "waiting" and not engine.model_loaded
+        done = threading.Event()
+        assert engine.load_in_background(on_done=done.set)
+        assert engine.model_status == "loading"
+        assert not engine.load_in_background()  # one load at a time
+        assert not engine.wait_for_model(0.05)  # still loading
+        release.set()
+        assert engine.wait_for_model(10) and done.wait(10)
+        assert engine.model_status == "ready" and engine.model_loaded and engine.model_error is None
+        assert not engine.load_in_background()  # loaded: nothing to do
+
+
+def test_a_failed_load_is_recorded_as_one_line_and_can_be_retried(tmp_path, tiny_loaded):
+    attempts = []
+
+    def flaky_loader(spec):
+        attempts.append(spec)
+        if len(attempts) == 1:
+            raise ModelLoadError("no model directory at /nope")
+        if len(attempts) == 2:
+            raise RuntimeError("weights corrupt\nsecond line")
+        return tiny_loaded
+
+    with Store(tmp_path / "chat.db") as store:
+        engine = ChatEngine(store, "tiny", FAST, loader=flaky_loader)
+        with pytest.raises(ModelLoadError):
+            engine.load()
+        assert (engine.model_status, engine.model_error) == ("failed", "no model directory at /nope")
+        assert engine.load_in_background() and engine.wait_for_model(10)
+        assert engine.model_status == "failed"
+        assert engine.model_error == "cannot load model 'tiny': weights corrupt"
+        assert engine.load() is tiny_loaded and engine.model_status == "ready"

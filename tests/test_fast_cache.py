@@ -6,8 +6,9 @@ import shutil
 import pytest
 import torch
 
-from moviechat_tui.core.backends import ct2 as fast
-from moviechat_tui.core import loading as models
+from moviechat_tui.core import backends
+from moviechat_tui.core.backends import ct2_cache
+from moviechat_tui.core.specs import RUN_METADATA
 from moviechat_tui.core.dialogue import USER, Turn
 from moviechat_tui.core.generation import GenerationSettings, stream_reply
 from moviechat_tui.core.loading import ModelLoadError, load_model
@@ -20,13 +21,13 @@ GREEDY = GenerationSettings(temperature=0, repetition_penalty=1.0, no_repeat_ngr
 def conversions(monkeypatch):
     """Counts conversions (the real ones still run)."""
     calls = []
-    real = fast._convert
+    real = ct2_cache._convert
 
     def counting(*args, **kwargs):
         calls.append(args[2])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(fast, "_convert", counting)
+    monkeypatch.setattr(ct2_cache, "_convert", counting)
     return calls
 
 
@@ -47,10 +48,10 @@ def _log_probs_fast(loaded, ids):
 
 
 def test_cpu_default_is_the_fast_path_and_the_env_var_forces_transformers(tiny_gpt2_dir, monkeypatch):
-    assert load_model(str(tiny_gpt2_dir)).backend == "ctranslate2-int8"
+    assert load_model(str(tiny_gpt2_dir)).backend.name == "ctranslate2-int8"
     monkeypatch.setenv("MOVIECHAT_BACKEND", "transformers")
     loaded = load_model(str(tiny_gpt2_dir))
-    assert loaded.backend == "transformers-fp32" and loaded.fast is None
+    assert loaded.backend.name == "transformers-fp32" and loaded.fast is None
     assert "transformers backend was asked for" in loaded.backend_note
 
 
@@ -62,16 +63,16 @@ def test_an_unknown_backend_is_one_clear_line(tiny_gpt2_dir, monkeypatch):
 
 
 def test_without_ctranslate2_auto_falls_back_and_asking_for_it_fails(tiny_gpt2_dir, monkeypatch):
-    monkeypatch.setattr(fast, "installed", lambda: False)
+    monkeypatch.setattr(backends, "ctranslate2_installed", lambda: False)
     loaded = load_model(str(tiny_gpt2_dir))
-    assert loaded.backend == "transformers-fp32" and "not installed" in loaded.backend_note
+    assert loaded.backend.name == "transformers-fp32" and "not installed" in loaded.backend_note
     with pytest.raises(ModelLoadError, match="pip install"):
         load_model(str(tiny_gpt2_dir), backend="ctranslate2")
 
 
 def test_off_cpu_auto_keeps_transformers():
-    assert fast.choose_backend("auto", "cuda")[0] == fast.TRANSFORMERS
-    assert fast.choose_backend("ctranslate2", "cuda")[0] == fast.CTRANSLATE2
+    assert backends.choose_backend("auto", "cuda")[0] == backends.TRANSFORMERS
+    assert backends.choose_backend("ctranslate2", "cuda")[0] == backends.CTRANSLATE2
 
 
 def test_converted_once_then_loaded_from_the_cache_without_transformers(tiny_gpt2_dir, conversions):
@@ -81,7 +82,7 @@ def test_converted_once_then_loaded_from_the_cache_without_transformers(tiny_gpt
     reply = "".join(stream_reply(first, prompt, GREEDY))
     again = load_model(str(tiny_gpt2_dir))
     assert len(conversions) == 1 and len(_converted_dirs()) == 1
-    assert again.backend == "ctranslate2-int8"
+    assert again.backend.name == "ctranslate2-int8"
     assert not again.model_materialized  # the fast path didn't need the transformers model
     assert "".join(stream_reply(again, prompt, GREEDY)) == reply
     # Code that wants the transformers model still gets it, loaded on first use.
@@ -115,12 +116,12 @@ def test_a_failed_conversion_falls_back_and_is_not_retried(tiny_gpt2_dir, monkey
         calls.append(1)
         raise NotImplementedError("no converter for this architecture")
 
-    monkeypatch.setattr(fast, "_convert", unsupported)
+    monkeypatch.setattr(ct2_cache, "_convert", unsupported)
     loaded = load_model(str(tiny_gpt2_dir))
-    assert loaded.backend == "transformers-fp32"
+    assert loaded.backend.name == "transformers-fp32"
     assert "no converter for this architecture" in loaded.backend_note
     assert "".join(stream_reply(loaded, loaded.format.prompt_ids([Turn(USER, "Hi")]), GREEDY))
-    assert load_model(str(tiny_gpt2_dir)).backend == "transformers-fp32" and len(calls) == 1
+    assert load_model(str(tiny_gpt2_dir)).backend.name == "transformers-fp32" and len(calls) == 1
     with pytest.raises(ModelLoadError, match="ctranslate2 backend was asked for"):
         load_model(str(tiny_gpt2_dir), backend="ctranslate2")
 
@@ -130,7 +131,7 @@ def test_a_damaged_conversion_is_made_again(tiny_gpt2_dir, conversions):
     [name] = _converted_dirs()
     (cache_dir() / "ctranslate2" / name / "model.bin").write_bytes(b"truncated")
     loaded = load_model(str(tiny_gpt2_dir))
-    assert loaded.backend == "ctranslate2-int8" and len(conversions) == 2
+    assert loaded.backend.name == "ctranslate2-int8" and len(conversions) == 2
 
 
 def _adapter_run(tmp_path, base_dir, scale: float):
@@ -149,14 +150,14 @@ def _adapter_run(tmp_path, base_dir, scale: float):
                 param.mul_(scale)
     run = tmp_path / "run"
     peft_model.save_pretrained(run)
-    (run / models.RUN_METADATA).write_text(json.dumps({"adapter": True, "base": str(base_dir)}))
+    (run / RUN_METADATA).write_text(json.dumps({"adapter": True, "base": str(base_dir)}))
     return run
 
 
 def test_an_adapter_run_is_converted_with_the_adapter_merged(tiny_gpt2_dir, tmp_path, conversions):
     run = _adapter_run(tmp_path, tiny_gpt2_dir, scale=5.0)
     loaded = load_model(str(run))
-    assert loaded.backend == "ctranslate2-int8"
+    assert loaded.backend.name == "ctranslate2-int8"
     base = load_model(str(tiny_gpt2_dir), backend="transformers")
     ids = loaded.format.prompt_ids([Turn(USER, "Where are you going?")])
     merged, fast_lp, base_lp = _log_probs_fp32(loaded.model, ids), _log_probs_fast(loaded, ids), _log_probs_fp32(base.model, ids)
@@ -176,10 +177,10 @@ def test_fingerprint_follows_content():
     with tempfile.TemporaryDirectory() as d:
         a = Path(d) / "config.json"
         a.write_text("{}")
-        key = fast.fingerprint([a])
-        assert fast.fingerprint([a]) == key
+        key = ct2_cache.fingerprint([a])
+        assert ct2_cache.fingerprint([a]) == key
         a.write_text('{"n_layer": 2}')
-        assert fast.fingerprint([a]) != key
+        assert ct2_cache.fingerprint([a]) != key
 
 
 def test_int8_that_fails_the_quality_guard_becomes_float32(tiny_gpt2_dir, monkeypatch):
@@ -189,19 +190,19 @@ def test_int8_that_fails_the_quality_guard_becomes_float32(tiny_gpt2_dir, monkey
         measured.append(compute_type)
         return 5.0 if compute_type == "int8" else 0.0
 
-    monkeypatch.setattr(fast, "perplexity_change", guard)
+    monkeypatch.setattr(ct2_cache, "perplexity_change", guard)
     loaded = load_model(str(tiny_gpt2_dir))
     assert measured == ["int8", "float32"]
-    assert loaded.backend == "ctranslate2-float32" and "5.0%" in loaded.backend_note
+    assert loaded.backend.name == "ctranslate2-float32" and "5.0%" in loaded.backend_note
     again = load_model(str(tiny_gpt2_dir))  # the choice is cached with the conversion
-    assert again.backend == "ctranslate2-float32" and measured == ["int8", "float32"]
+    assert again.backend.name == "ctranslate2-float32" and measured == ["int8", "float32"]
     assert again.backend_note == loaded.backend_note
 
 
 def test_the_compute_type_can_be_forced(tiny_gpt2_dir, monkeypatch):
     monkeypatch.setenv("MOVIECHAT_FAST_COMPUTE", "float32")
     loaded = load_model(str(tiny_gpt2_dir))
-    assert loaded.backend == "ctranslate2-float32" and loaded.backend_note == ""
+    assert loaded.backend.name == "ctranslate2-float32" and loaded.backend_note == ""
     # float32 is exact: the same greedy reply as transformers.
     prompt = loaded.format.prompt_ids([Turn(USER, "Where are you going?")])
     plain = load_model(str(tiny_gpt2_dir), backend="transformers")
@@ -211,13 +212,13 @@ def test_the_compute_type_can_be_forced(tiny_gpt2_dir, monkeypatch):
 def test_the_quality_guard_measures_the_copy_against_the_model(tiny_gpt2_dir, tmp_path, gpt2_tokenizer):
     model = load_model(str(tiny_gpt2_dir), backend="transformers").model
     exact = tmp_path / "exact"
-    fast._convert_as(model, gpt2_tokenizer, exact, "float32")
-    assert abs(fast.perplexity_change(exact, "float32", model, gpt2_tokenizer)) < 0.01
+    ct2_cache._convert_as(model, gpt2_tokenizer, exact, "float32")
+    assert abs(ct2_cache.perplexity_change(exact, "float32", model, gpt2_tokenizer)) < 0.01
     # A copy of some other model is caught.
     other = load_model(str(_ranked_dir(tmp_path, gpt2_tokenizer)), backend="transformers").model
     wrong = tmp_path / "wrong"
-    fast._convert_as(other, gpt2_tokenizer, wrong, "float32")
-    assert fast.perplexity_change(wrong, "float32", model, gpt2_tokenizer) > 100
+    ct2_cache._convert_as(other, gpt2_tokenizer, wrong, "float32")
+    assert ct2_cache.perplexity_change(wrong, "float32", model, gpt2_tokenizer) > 100
 
 
 def _ranked_dir(tmp_path, tokenizer):

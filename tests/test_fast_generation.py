@@ -8,8 +8,10 @@ out by hand, and int8 rounding can't change the ranking.
 import pytest
 import torch
 
+from moviechat_tui.core.backends import Backend
+from moviechat_tui.core.backends.quality import compare
 from moviechat_tui.core.dialogue import USER, Turn
-from moviechat_tui.core.generation import GenerationSettings, stream_reply, uses_fast_path
+from moviechat_tui.core.generation import GenerationSettings, stream_reply
 from moviechat_tui.core.loading import load_model
 
 BACKENDS = ["ctranslate2", "transformers"]
@@ -44,8 +46,9 @@ def _ranked_model_dir(path, tokenizer, ranking: dict[str, float]):
 
 def _load(path, backend):
     loaded = load_model(str(path), backend=backend)
-    assert loaded.backend == {"ctranslate2": "ctranslate2-int8", "transformers": "transformers-fp32"}[backend]
-    assert uses_fast_path(loaded) == (backend == "ctranslate2")
+    assert loaded.backend.name == {"ctranslate2": "ctranslate2-int8", "transformers": "transformers-fp32"}[backend]
+    assert (loaded.backend is loaded.fast) == (backend == "ctranslate2")
+    assert isinstance(loaded.backend, Backend)  # the one interface generation, warm-up and the bench use
     return loaded
 
 
@@ -187,5 +190,13 @@ def test_a_model_changed_in_memory_is_generated_from_directly(tmp_path, gpt2_tok
     loaded = _load(_ranked_model_dir(tmp_path, gpt2_tokenizer, {" A": 10.0, " B": 9.0}), "ctranslate2")
     with torch.no_grad():
         loaded.model.transformer.wte.weight[gpt2_tokenizer.encode(" B")[0], 0] = 20.0
-    assert not uses_fast_path(loaded)
+    assert loaded.fast is not None and loaded.backend is loaded.transformers
     assert _reply(loaded, GREEDY.replace(max_new_tokens=3)).text == "B B B"
+
+
+def test_the_quality_guard_compares_any_two_backends(letters_dir):
+    fast, plain = _load(letters_dir, "ctranslate2"), _load(letters_dir, "transformers")
+    same = compare(plain.backend, plain.backend, plain.format)
+    assert same.change_pct == 0 and same.next_token_agreement == 1 and same.reply_tokens > same.prompts > 0
+    int8 = compare(plain.backend, fast.backend, fast.format)  # designed scores: int8 keeps the ranking
+    assert abs(int8.change_pct) < 2 and int8.next_token_agreement == 1

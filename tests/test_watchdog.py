@@ -16,22 +16,26 @@ STALL = 0.5  # seconds without a token before the watchdog ends the reply
 
 
 class FakeBackend:
-    """Stands in for the fast path (the interface of fast.FastModel.generate): says a few words,
-    then, while `stall` is set, hangs without looking at `cancelled` until `release` is set."""
+    """A Backend (core/backends) that says a few words, then, while `stall` is set, hangs without
+    looking at `cancelled` until `release` is set."""
 
     name = "fake"
 
     def __init__(self, words=("Hello", " there", " friend"), delay=0.0):
         self.words, self.delay = words, delay
         self.stall, self.release, self.stuck = threading.Event(), threading.Event(), threading.Event()
+        self.tokenizer = None  # set by the `loaded` fixture
 
-    def warm(self, tokenizer, prefix_ids):
+    def warm(self, prefix_ids):
+        return False
+
+    def clear_prefixes(self):
         pass
 
-    def generate(self, tokenizer, prompt_ids, settings, end_of_turn_id, on_token, cancelled):
+    def generate(self, prompt_ids, settings, on_token, cancelled, end_of_turn_id):
         new = []
         for word in self.words:
-            for token in tokenizer.encode(word):
+            for token in self.tokenizer.encode(word):
                 time.sleep(self.delay)
                 on_token(token)
                 new.append(token)
@@ -57,6 +61,7 @@ def backend():
 
 @pytest.fixture
 def loaded(tiny, backend):
+    backend.tokenizer = tiny.tokenizer
     return LoadedModel(model=tiny.model, tokenizer=tiny.tokenizer, format=tiny.format, spec="fake",
                        source="test", context_window=tiny.context_window, fast=backend)
 
@@ -136,10 +141,10 @@ def test_the_app_shows_a_stalled_reply_as_an_error_and_goes_on(tmp_path, loaded,
     from moviechat_tui.tui.widgets import MessageView
 
     async def exchange(app, pilot, text):
-        app.chat_input.text = text
+        app.chat_screen.chat_input.text = text
         await pilot.press("enter")
         deadline = time.monotonic() + 20
-        while app.generating or len(app.query(MessageView)) % 2 or not app.query(MessageView):
+        while app.chat_screen.chat.generating or len(app.query(MessageView)) % 2 or not app.query(MessageView):
             assert time.monotonic() < deadline, "no reply"
             await pilot.pause(0.05)
         return app.query(MessageView).last()

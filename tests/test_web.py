@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 
 from moviechat_tui.core import engine as engine_module
 from moviechat_tui.core.engine import ChatEngine
-from moviechat_tui.core.generation import GenerationSettings
+from moviechat_tui.core.settings import GenerationSettings
 from moviechat_tui.core.store import Store
 from web import resources
 from web.markup import NBSP, WORD_JOINER, markdown_pieces, text_to_markdown

