@@ -112,6 +112,7 @@ def _settings_from(args):
 
 def cmd_chat(args) -> int:
     from .core.engine import EngineError
+    from .core.store import StoreError
 
     interactive = sys.stdin.isatty()
     # Bytes that are not UTF-8 reach the engine as lone surrogates, which it replaces (with a notice)
