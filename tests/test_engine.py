@@ -107,7 +107,9 @@ def test_continuing_a_saved_conversation_sends_its_history(engine, tiny_loaded, 
 
 
 def test_history_is_truncated_from_the_oldest_turn(engine, monkeypatch):
-    monkeypatch.setattr(engine_module, "MAX_CHAT_CONTEXT", 80)
+    from moviechat_tui.core import prompting
+
+    monkeypatch.setattr(prompting, "MAX_CHAT_CONTEXT", 80)
     conversation = engine.new_conversation()
     for i in range(6):
         reply = engine.send(conversation.id, f"message number {i} with some padding words")
@@ -244,7 +246,7 @@ def test_a_persona_is_stored_and_reaches_the_prompt(tmp_path, tiny_chatml_dir):
     conversation = engine.new_conversation(persona=persona)
     assert Conditioning.from_dict(engine.get_conversation(conversation.id).conditioning) == persona
     seen = []
-    import moviechat_tui.core.engine as engine_module
+    import moviechat_tui.core.prompting as engine_module  # where the engine plans its prompts
 
     real = engine_module.fit_prompt
     engine_module.fit_prompt = lambda fmt, history, budget, conditioning: seen.append(conditioning) or real(

@@ -14,15 +14,14 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from .dialogue import BOT, USER, Conditioning, FittedPrompt, Turn, fit_prompt, next_turn_prefix
+from .dialogue import BOT, USER, Conditioning, Turn, next_turn_prefix
 from .export import export_json, export_markdown
 from .generation import STALL_SECONDS, ReplyStats, ReplyStream, stream_reply, warm_prefix
 from .loading import DEFAULT_SPEC, LoadedModel, ModelLoadError, load_model
 from .settings import GenerationSettings
+from .prompting import MAX_CHAT_CONTEXT, plan_prompt, prompt_budget  # noqa: F401  (part of the engine's API)
 from .store import Conversation, Message, Store, UnknownMessage
 
-# CPU prompt processing grows with the prompt: a chat keeps at most this many tokens of history.
-MAX_CHAT_CONTEXT = 1024
 TITLE_LENGTH = 48
 # Far more than a prompt can hold (the model reads the last ~1,000 tokens of an over-long message), and
 # small enough that a pasted file can't make every later turn re-tokenize megabytes of history.
@@ -61,22 +60,6 @@ def checked_user_text(text: str) -> tuple[str, list[str]]:
         raise EngineError(f"message too long: {len(text):,} characters (at most {MAX_MESSAGE_CHARS:,});"
                           " nothing was sent")
     return text, notices
-
-
-def prompt_budget(loaded: LoadedModel, settings: GenerationSettings) -> int:
-    """Prompt tokens a reply may use: the window (capped) less the reply's budget; the history gets at least half."""
-    window = min(loaded.context_window, MAX_CHAT_CONTEXT)
-    return window - min(settings.max_new_tokens, window // 2)
-
-
-def plan_prompt(loaded: LoadedModel, history: list[Turn], conditioning: Conditioning,
-                settings: GenerationSettings) -> tuple[FittedPrompt, GenerationSettings]:
-    """The prompt for the next reply and the settings to generate it with: what every reply of the
-    engine, the evaluation and the probes is made from. The oldest turns make room; the reply never
-    runs past the model's positions."""
-    prompt = fit_prompt(loaded.format, history, prompt_budget(loaded, settings), conditioning)
-    room = loaded.context_window - len(prompt.ids)
-    return prompt, settings.replace(max_new_tokens=min(settings.max_new_tokens, room))
 
 
 def _conditioning(persona: Conditioning, genres: list[str] | None) -> Conditioning:
