@@ -101,21 +101,22 @@ def tui(db: str, model: str, journal: Journal, conversation_id: int | None) -> N
         async with app.run_test(size=(100, 30)) as pilot:
             while True:
                 await pilot.pause(0.05)
-                if getattr(app, "generating", False) or not engine.model_loaded:
+                chat = app.chat_screen.chat  # the Chat widget: message box, reply state, open conversation
+                if chat.generating or not engine.model_loaded:
                     continue
                 text = user_line("tui", counter)
                 before = len(app.query(MessageView))
-                app.chat_input.text = text
+                chat.chat_input.text = text
                 await pilot.press("enter")
                 deadline = time.monotonic() + 60
-                while (len(app.query(MessageView)) < before + 2 or app.generating) and time.monotonic() < deadline:
+                while (len(app.query(MessageView)) < before + 2 or chat.generating) and time.monotonic() < deadline:
                     await pilot.pause(0.02)
                 await pilot.pause(0.05)  # let the finished reply render
                 user, bot = list(app.query(MessageView))[-2:]
-                if app.conversation is not None and user.text == text:
-                    journal.write(kind="user", writer="tui", conversation=app.conversation.id, text=text)
+                if chat.conversation is not None and user.text == text:
+                    journal.write(kind="user", writer="tui", conversation=chat.conversation.id, text=text)
                     if bot.status == "complete":
-                        journal.write(kind="bot", writer="tui", conversation=app.conversation.id, user=text,
+                        journal.write(kind="bot", writer="tui", conversation=chat.conversation.id, user=text,
                                       text=bot.text)
                 think()
 

@@ -9,6 +9,7 @@ import time
 
 import pytest
 from textual import events
+from textual.widgets import Input
 from tui_pilot import (
     MARKUP, WORDY, app_test, engine_for, plain, saved_conversation, settle, texts,
     type_and_send, wait_until,
@@ -138,34 +139,60 @@ async def test_an_edit_can_be_cancelled_with_escape(store, tiny_loaded):
 
 
 @app_test
-async def test_a_locked_database_is_reported_not_crashed_on(tmp_path, tiny_loaded):
+async def test_a_locked_database_never_freezes_the_app_and_keeps_the_turn(tmp_path, tiny_loaded, monkeypatch):
     import sqlite3
 
-    store = Store(tmp_path / "locked.db", busy_timeout=0.2)
+    from moviechat_tui.tui import app as app_module, busy
+
+    for module in (busy, app_module):
+        monkeypatch.setattr(module, "BUSY_SECONDS", 0.2)
+    store = Store(tmp_path / "locked.db")
     other = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
     app = MovieChatApp(engine_for(store, tiny_loaded))
-    async with app.run_test(size=(80, 24)) as pilot:
+
+    def busy_shown():
+        return any(n.message == busy.BUSY_NOTICE for n in app._notifications)
+
+    async with app.run_test(size=(100, 30)) as pilot:  # narrow: the sidebar starts closed
         await settle(pilot)
         other.execute("BEGIN IMMEDIATE")  # another program holds the write lock
-        await type_and_send(pilot, "Anyone home?")  # fails creating the conversation
-        assert any("locked by another program" in n.message for n in app._notifications)
-        assert app.chat_screen.chat_input.text == "Anyone home?"  # nothing lost: send it again later
-        other.execute("ROLLBACK")
+        app.chat_screen.chat_input.text = "Anyone home?"
         await pilot.press("enter")
+        await wait_until(pilot, busy_shown)
+        # The app answers meanwhile: the turn is on screen, the sidebar opens and lists (reads don't wait).
+        assert app.chat_screen.chat.generating and texts(app)[0] == ("user", "Anyone home?")
+        await pilot.press("ctrl+b")
+        assert app.chat_screen.conversation_list.has_focus and store.list_conversations() == []
+        await pilot.press("ctrl+b")
+        other.execute("ROLLBACK")
         await settle(pilot)
         [conversation] = store.list_conversations()
-        assert [m.role for m in store.messages(conversation.id)] == ["user", "bot"]
+        assert [(m.role, m.status) for m in store.messages(conversation.id)] == [("user", "complete"),
+                                                                                ("bot", "complete")]
+        assert texts(app) == [(m.role, m.text) for m in store.messages(conversation.id)]
 
+        # A rename waits on a worker too: the dialog closes, the title is saved once the lock goes.
         app.clear_notifications()
         other.execute("BEGIN IMMEDIATE")
-        await type_and_send(pilot, "Hello?")  # fails saving the message, in the reply's worker
-        assert any("locked by another program" in n.message for n in app._notifications)
-        assert app.chat_screen.chat_input.text == "Hello?"
-        assert texts(app) == [(m.role, m.text) for m in store.messages(conversation.id)]  # as stored
-        other.execute("ROLLBACK")
+        app.chat_screen.action_rename_current()
+        await pilot.pause()
+        app.screen.query_one(Input).value = "Knock knock"
         await pilot.press("enter")
+        await wait_until(pilot, busy_shown)
+        assert app.screen is app.chat_screen and store.get_conversation(conversation.id).title == "Anyone home?"
+        other.execute("ROLLBACK")
+        await wait_until(pilot, lambda: store.get_conversation(conversation.id).title == "Knock knock")
+
+        # Esc while the message waits to be saved: nothing saved, the text goes back in the box.
+        app.clear_notifications()
+        other.execute("BEGIN IMMEDIATE")
+        app.chat_screen.chat_input.text = "Hello?"
+        await pilot.press("enter")
+        await wait_until(pilot, busy_shown)
+        await pilot.press("escape")
         await settle(pilot)
-        assert [m.text for m in store.messages(conversation.id)][2] == "Hello?"
+        other.execute("ROLLBACK")
+        assert app.chat_screen.chat_input.text == "Hello?" and len(store.messages(conversation.id)) == 2
     other.close()
     store.close()
 

@@ -2,12 +2,14 @@
 
     run_app(model_spec, db_path, conversation_id=None, replay_id=None) -> exit code
 
-The app holds the engine, the theme, help and the command palette; its default screen is the
-ChatScreen (chat_screen.py), whose Chat widget (chat.py) streams the replies.
+The app holds the engine, the theme, help, the command palette and what happens while another
+program holds the database (busy.py); its default screen is the ChatScreen (chat_screen.py), whose
+Chat widget (chat.py) streams the replies.
 """
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from pathlib import Path
 from typing import Iterable
@@ -20,6 +22,7 @@ from textual.screen import Screen
 
 from ..core.engine import ChatEngine
 from ..core.store import Store
+from .busy import BUSY_NOTICE, BUSY_SECONDS, DatabaseBusy, RetryWhileBusy, Written
 from .chat_screen import COMMANDS, ChatScreen
 from .screens import HelpScreen
 
@@ -95,7 +98,28 @@ class MovieChatApp(App[int]):
         return ChatScreen(self.engine, self._initial_conversation_id, self._replay_id)
 
     def on_mount(self) -> None:
+        # No write on the event loop; one that waits for another program's lock says so and retries.
+        self._busy = RetryWhileBusy(self, self.engine.store, give_up=self._reply_stopped)
+        self._busy_shown = 0.0
         self.theme = "textual-dark"
+
+    def on_unmount(self) -> None:
+        self._busy.uninstall()
+
+    def _reply_stopped(self, worker) -> bool:
+        return worker.group == "reply" and self.chat_screen.chat.stop_requested
+
+    def on_database_busy(self, message: DatabaseBusy) -> None:
+        if time.monotonic() - self._busy_shown > BUSY_SECONDS:  # one notice at a time, while it lasts
+            self._busy_shown = time.monotonic()
+            self.notify(BUSY_NOTICE, severity="warning", timeout=BUSY_SECONDS + 1, markup=False)
+
+    def on_written(self, message: Written) -> None:
+        """A write_in_background finished (busy.py): its follow-up, or its error."""
+        if message.error is not None:
+            self.notify(message.error, severity="error", timeout=8, markup=False)
+        elif message.done is not None:
+            message.done(message.result)
 
     @property
     def chat_screen(self) -> ChatScreen:

@@ -25,6 +25,7 @@ from ..core.engine import FAILED, LOADING, ChatEngine, EngineError, Reply, clean
 from ..core.settings import GenerationSettings
 from ..core.loading import ModelLoadError
 from ..core.store import Conversation, Message, StoreError, utc_now
+from .busy import write_in_background
 from .format import literal
 from .widgets import ChatInput, ChatLog, MessageView
 
@@ -67,7 +68,7 @@ class Chat(Vertical):
         self.generating = False
         self.editing = False
         self.last_speed: float | None = None
-        self._stop_requested = False
+        self.stop_requested = False
         self._sent_text: str | None = None
 
     def compose(self):
@@ -123,14 +124,20 @@ class Chat(Vertical):
                 pass
 
     def apply_settings(self, settings: GenerationSettings, genres: list[str]) -> None:
-        """Store them with the conversation (a StoreError propagates, so the dialog stays open)."""
-        if self.conversation is not None:
-            self.conversation = self.engine.update_settings(self.conversation.id, settings, genres)
-            self.genres = genres_of(self.conversation.conditioning)
-        else:
-            self.genres = genres
-        self.settings = settings
+        """Use them now; store them with the conversation on a worker (the database may be busy)."""
+        self.settings, self.genres = settings, genres
         self.post_message(self.Changed())
+        if self.conversation is None:
+            return
+
+        def saved(conversation: Conversation) -> None:
+            if self.conversation is not None and self.conversation.id == conversation.id:
+                self.conversation = conversation
+                self.genres = genres_of(conversation.conditioning)
+                self.post_message(self.Changed())
+
+        write_in_background(self.app, partial(self.engine.update_settings, self.conversation.id, settings, genres),
+                            saved)
 
     def _hint(self) -> Text:
         text = Text("A new conversation. ", style="bold")
@@ -229,7 +236,7 @@ class Chat(Vertical):
 
     def stop(self) -> None:
         if self.generating:
-            self._stop_requested = True
+            self.stop_requested = True
             if self.reply is not None:
                 self.reply.cancel()
 
@@ -243,7 +250,7 @@ class Chat(Vertical):
 
         `text` is what the user sent: should saving it fail, it goes back into the message box."""
         self._sent_text = text
-        self.generating, self._stop_requested = True, False
+        self.generating, self.stop_requested = True, False
         self.query_one("#stop", Button).display = True
         self.post_message(self.Changed())
         self._reply_worker(start, view)
@@ -257,13 +264,13 @@ class Chat(Vertical):
             self.post_message(ReplyStarted(reply.conversation_id))
             # Iterating would block on the model load, which can't be interrupted: wait here instead,
             # so that esc or quitting still answer (the message stays saved, unanswered).
-            while not self.engine.wait_for_model(LOAD_POLL) and not (worker.is_cancelled or self._stop_requested):
+            while not self.engine.wait_for_model(LOAD_POLL) and not (worker.is_cancelled or self.stop_requested):
                 pass
             if self.engine.model_status == LOADING:
                 reply.status = "cancelled"
                 self.post_message(ReplyDone(reply, view, None))
                 return
-            if self._stop_requested:
+            if self.stop_requested:
                 reply.cancel()
             for piece in reply:
                 if worker.is_cancelled:  # the app is closing

@@ -17,8 +17,9 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, OptionList
 
 from ..core.captions import settings_summary
-from ..core.engine import FAILED, LOADING, WAITING, ChatEngine
+from ..core.engine import FAILED, LOADING, WAITING, ChatEngine, EngineError
 from ..core.store import Conversation, StoreError
+from .busy import write_in_background
 from .chat import Chat
 from .format import literal
 from .replay import ReplayScreen
@@ -258,14 +259,18 @@ class ChatScreen(Screen):
         if conversation is None:
             return
 
-        def renamed(title: str | None) -> None:
-            if title is not None and self.conversation and self.conversation.id == conversation.id:
+        def saved(_) -> None:
+            if self.conversation and self.conversation.id == conversation.id:
                 self.chat.reload_conversation()
             self.update_status()
             self.refresh_sidebar()
 
+        def renamed(title: str | None) -> None:
+            if title is not None:  # saved on a worker: the database may be busy
+                write_in_background(self.app, partial(self.engine.rename, conversation.id, title), saved)
+
         self.app.push_screen(PromptScreen(f"Rename conversation #{conversation.id}", conversation.title,
-                                          partial(self.engine.rename, conversation.id)), renamed)
+                                          check_title), renamed)
 
     def action_delete_selected(self) -> None:
         self._delete(self._target(from_list=True))
@@ -283,16 +288,15 @@ class ChatScreen(Screen):
         question.append_text(literal(conversation.title or "(untitled)", "bold"))
         question.append(f"?\nIts {conversation.message_count} messages will be gone for good.")
 
+        def deleted(_) -> None:
+            if self.conversation is not None and self.conversation.id == conversation.id:
+                self.new_conversation()
+            self.refresh_sidebar()
+            self.notify("conversation deleted", timeout=3)
+
         def answered(yes: bool | None) -> None:
-            if yes:
-                try:
-                    self.engine.delete(conversation.id)
-                except StoreError as exc:
-                    self.show_error(exc)
-                if current:
-                    self.new_conversation()
-                self.refresh_sidebar()
-                self.notify("conversation deleted", timeout=3)
+            if yes:  # on a worker: the database may be busy
+                write_in_background(self.app, partial(self.engine.delete, conversation.id), deleted)
 
         self.app.push_screen(ConfirmScreen(question), answered)
 
@@ -354,3 +358,9 @@ class ChatScreen(Screen):
         chat = self.chat
         self.app.push_screen(SettingsScreen(chat.settings, chat.genres, model, chat.apply_settings, scope),
                              lambda saved: self.focus_input())
+
+
+def check_title(title: str) -> None:
+    """A rename's title, checked in its dialog (an empty one keeps it open); saved on a worker."""
+    if not " ".join(title.split()):
+        raise EngineError("a title can't be empty")
