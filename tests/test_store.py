@@ -61,18 +61,19 @@ def writer(*args, **popen):
 def test_schema_pragmas_and_parent_dirs(store, db_path):
     assert db_path.is_file()
     db = store.db
-    assert db.execute("PRAGMA user_version").fetchone()[0] == Store.SCHEMA_VERSION == 1
+    assert db.execute("PRAGMA user_version").fetchone()[0] == Store.SCHEMA_VERSION == 2
     assert db.journal_mode == "wal"
     assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     assert db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     assert set(db["conversations"].columns_dict) == {
-        "id", "title", "created_at", "updated_at", "model_spec", "settings", "conditioning"}
+        "id", "title", "created_at", "updated_at", "model_spec", "settings", "conditioning", "shown_root_id"}
     assert set(db["messages"].columns_dict) == {
-        "id", "conversation_id", "position", "role", "text", "created_at", "status", "model",
-        "token_count", "latency_ms", "settings"}
-    [fk] = db["messages"].foreign_keys
-    assert (fk.other_table, fk.on_delete) == ("conversations", "CASCADE")
-    assert any(i.unique and i.columns == ["conversation_id", "position"] for i in db["messages"].indexes)
+        "id", "conversation_id", "parent_id", "shown_child_id", "position", "role", "text", "created_at",
+        "status", "model", "token_count", "latency_ms", "settings", "rating", "out_of_character", "rated_at"}
+    assert {(fk.column, fk.other_table, fk.on_delete) for fk in db["messages"].foreign_keys} == {
+        ("conversation_id", "conversations", "CASCADE"), ("parent_id", "messages", "CASCADE"),
+        ("shown_child_id", "messages", "SET NULL")}
+    assert any(i.columns == ["conversation_id", "position"] for i in db["messages"].indexes)
     assert any(i.columns == ["updated_at"] for i in db["conversations"].indexes)
     assert db["messages_fts"].exists()
 
@@ -160,14 +161,6 @@ def test_messages_positions_and_metadata(store):
     assert store.get_message(bot.id) == got
 
 
-def test_delete_messages_from_position(store):
-    conversation = chat(store, "a", "b", "c", "d")
-    store.delete_messages_from(conversation.id, 2)
-    assert [m.text for m in store.messages(conversation.id)] == ["a", "b"]
-    assert store.add_message(conversation.id, "user", "c2").position == 2
-    assert store.get_conversation(conversation.id).message_count == 3
-
-
 @pytest.mark.parametrize("text", [
     "nul\x00in the middle\x00",
     "".join(map(chr, range(32))) + "\x7f\x85\u2028",
@@ -246,10 +239,12 @@ def test_unknown_ids_name_the_id(store):
     for call in (lambda: store.get_conversation(4242), lambda: store.rename_conversation(4242, "x"),
                  lambda: store.update_conversation(4242, model_spec="x"), lambda: store.delete_conversation(4242),
                  lambda: store.add_message(4242, "user", "hi"), lambda: store.messages(4242),
-                 lambda: store.delete_messages_from(4242, 0)):
+                 lambda: store.tree(4242)):
         with pytest.raises(UnknownConversation, match="4242"):
             call()
-    for call in (lambda: store.get_message(777), lambda: store.update_message(777, text="x")):
+    for call in (lambda: store.get_message(777), lambda: store.update_message(777, text="x"),
+                 lambda: store.rate_message(777, rating="up"), lambda: store.branch_to(777), lambda: store.siblings(777),
+                 lambda: store.show(777), lambda: store.end_branch_at(777)):
         with pytest.raises(UnknownMessage, match="777"):
             call()
     assert store.list_conversations() == []
@@ -270,7 +265,7 @@ def test_newer_schema_is_refused_untouched(db_path):
     db_path.parent.mkdir(parents=True)
     with sqlite3.connect(db_path) as conn:  # rollback-journal mode, so switching to WAL would show
         conn.execute("create table conversations (id integer primary key, future_column text)")
-        conn.execute("PRAGMA user_version = 2")
+        conn.execute(f"PRAGMA user_version = {Store.SCHEMA_VERSION + 1:d}")
     conn.close()
     before = db_path.read_bytes()
     with pytest.raises(NewerSchemaError, match="newer moviechat"):
@@ -322,7 +317,7 @@ def test_version_zero_file_is_migrated(db_path):
     conn.close()
     assert db_path.stat().st_size > 0
     with Store(db_path) as store:
-        assert store.db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == Store.SCHEMA_VERSION
         assert chat(store, "works").message_count == 0 and store.search("works")
 
 
@@ -337,18 +332,19 @@ def test_adding_a_migration_upgrades_in_place_or_not_at_all(db_path, monkeypatch
         db["half_done"].create({"x": int})
         raise RuntimeError("migration bug")
 
-    monkeypatch.setattr(Store, "SCHEMA_VERSION", 2)
-    monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS, broken])
+    shipped = store_module.MIGRATIONS
+    monkeypatch.setattr(Store, "SCHEMA_VERSION", len(shipped) + 1)
+    monkeypatch.setattr(store_module, "MIGRATIONS", [*shipped, broken])
     with pytest.raises(RuntimeError):
         Store(db_path)
     with sqlite3.connect(db_path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == len(shipped)
         assert conn.execute("select count(*) from sqlite_master where name = 'half_done'").fetchone()[0] == 0
     conn.close()
 
-    monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS[:1], add_tags])
+    monkeypatch.setattr(store_module, "MIGRATIONS", [*shipped, add_tags])
     with Store(db_path) as store:
-        assert store.db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(shipped) + 1
         assert store.db["tags"].exists()
         assert [m.text for m in store.messages(conversation.id)] == ["keep me"]
 

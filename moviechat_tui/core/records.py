@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 MESSAGE_STATUSES = ("complete", "partial", "cancelled", "error")
+RATINGS = ("up", "down")
 
 
 @dataclass
@@ -18,14 +19,14 @@ class Conversation:
     model_spec: str
     settings: dict
     conditioning: dict
-    message_count: int = 0
+    message_count: int = 0  # every message, alternatives included
 
 
 @dataclass
 class Message:
     id: int
     conversation_id: int
-    position: int  # 0, 1, 2, ... within its conversation
+    position: int  # 0, 1, 2, ...: how many messages come before it on its branch
     role: str  # "user" | "bot"
     text: str
     created_at: str
@@ -34,6 +35,12 @@ class Message:
     token_count: int | None
     latency_ms: float | None
     settings: dict = field(default_factory=dict)  # the generation settings that produced a bot reply
+    parent_id: int | None = None  # the message before it on its branch; None for a first message
+    rating: str | None = None  # "up" | "down" | None (bot replies)
+    out_of_character: bool = False  # the user said the reply broke character
+    rated_at: str | None = None
+    alternative: int = 1  # its number among the versions of this turn (its siblings), from 1
+    alternatives: int = 1  # how many versions of this turn there are
 
 
 def utc_now() -> str:
@@ -51,6 +58,11 @@ def check_text(text: str) -> None:
 def check_status(status: str) -> None:
     if status not in MESSAGE_STATUSES:
         raise ValueError(f"unknown message status {status!r}; expected one of {MESSAGE_STATUSES}")
+
+
+def check_rating(rating: str | None) -> None:
+    if rating is not None and rating not in RATINGS:
+        raise ValueError(f"unknown rating {rating!r}; expected one of {RATINGS} or None")
 
 
 def clean_title(title: str) -> str:
@@ -73,10 +85,24 @@ def fts_query(text: str) -> str:
     return " ".join('"' + word.replace('"', '""') + '"' for word in words)
 
 
+# Every message read numbers it among its siblings (same parent; first messages: same conversation).
+# Siblings share a position, so the (conversation_id, position) index finds them.
+MESSAGE_COLUMNS = """m.*,
+    (select count(*) from messages s where s.conversation_id = m.conversation_id and s.position = m.position
+        and s.parent_id is m.parent_id and s.id <= m.id) as alternative,
+    (select count(*) from messages s where s.conversation_id = m.conversation_id and s.position = m.position
+        and s.parent_id is m.parent_id) as alternatives"""
+
+
 def conversation_from(row: dict) -> Conversation:
+    row = {**row}
+    row.pop("shown_root_id", None)  # the branch on screen: read through the store's branch queries
     return Conversation(**{**row, "settings": json.loads(row["settings"]),
                            "conditioning": json.loads(row["conditioning"])})
 
 
 def message_from(row: dict) -> Message:
-    return Message(**{**row, "settings": json.loads(row["settings"])})
+    row = {**row}
+    row.pop("shown_child_id", None)
+    return Message(**{**row, "settings": json.loads(row["settings"]),
+                      "out_of_character": bool(row.get("out_of_character"))})

@@ -5,9 +5,13 @@ writer mid-reply keeps everything written so far. Concurrency: a write connectio
 one, each behind its own lock, make a Store safe to share between threads, and reads never wait for
 writes; multi-statement writes take the write lock up front (BEGIN IMMEDIATE) so that several
 processes on one file queue up for up to `busy_timeout` seconds instead of deadlocking, and then
-raise DatabaseLocked or, with `on_busy` set, report it and try again. The schema version lives in `PRAGMA user_version`; see MIGRATIONS. Creating
-or migrating the schema happens in one BEGIN IMMEDIATE transaction that reads the version again, so
-any number of processes may open a missing file at once (tests/test_store.py starts 8).
+raise DatabaseLocked or, with `on_busy` set, report it and try again. The schema version lives in
+`PRAGMA user_version`; see schema.py. Creating or migrating the schema happens in one BEGIN IMMEDIATE
+transaction that reads the version again, so any number of processes may open a missing file at once
+(tests/test_store.py starts 8).
+
+A conversation is a tree of messages; what is read and written by default is the branch on screen
+(see branches.py). `transaction(change)` runs several writes (an import, a fork) as one.
 """
 
 from __future__ import annotations
@@ -32,11 +36,15 @@ from .dbfile import (  # noqa: F401  (the errors are part of the store's API)
     store_error,
     switch_to_wal,
 )
+from .branches import BranchQueries
 from .dialogue import ROLES
 from .records import (  # noqa: F401  (the records are part of the store's API)
+    MESSAGE_COLUMNS,
     MESSAGE_STATUSES,
+    RATINGS,
     Conversation,
     Message,
+    check_rating,
     check_status,
     check_text,
     clean_title,
@@ -46,58 +54,22 @@ from .records import (  # noqa: F401  (the records are part of the store's API)
     to_json,
     utc_now,
 )
+from .schema import MIGRATIONS
 
 T = TypeVar("T")
-
-# --- schema -----------------------------------------------------------------------------------
-
-
-def _create_v1(db: sqlite_utils.Database) -> None:
-    # Plain DDL for the two tables: sqlite-utils' create() has no AUTOINCREMENT, and without it SQLite
-    # reuses the id of a deleted last row, so a stale window could write into somebody else's chat.
-    db.execute("""
-        CREATE TABLE conversations (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            title TEXT NOT NULL DEFAULT '',
-            created_at TEXT NOT NULL,
-            updated_at TEXT NOT NULL,
-            model_spec TEXT NOT NULL DEFAULT '',
-            settings TEXT NOT NULL DEFAULT '{}',
-            conditioning TEXT NOT NULL DEFAULT '{}'
-        )""")
-    db.execute("""
-        CREATE TABLE messages (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            conversation_id INTEGER NOT NULL REFERENCES conversations(id) ON DELETE CASCADE,
-            position INTEGER NOT NULL,
-            role TEXT NOT NULL,
-            text TEXT NOT NULL,
-            created_at TEXT NOT NULL,
-            status TEXT NOT NULL DEFAULT 'complete',
-            model TEXT,
-            token_count INTEGER,
-            latency_ms REAL,
-            settings TEXT NOT NULL DEFAULT '{}',
-            UNIQUE (conversation_id, position)
-        )""")
-    db["conversations"].create_index(["updated_at"])
-    db["messages"].enable_fts(["text"], create_triggers=True)  # FTS5, kept in sync by triggers
-
-
-# MIGRATIONS[i] takes a database from schema version i to i + 1, inside one transaction.
-# To change the schema, append a function here; SCHEMA_VERSION follows.
-MIGRATIONS = [_create_v1]
-
+SHOWN_LEAF = object()  # add_message's default parent: the last message of the branch on screen
+UNCHANGED = object()  # rate_message: leave this part of the rating as it is
 
 _CONVERSATIONS = ("select c.*, (select count(*) from messages m where m.conversation_id = c.id)"
                   " as message_count from conversations c")
 
 
-class Store:
+class Store(BranchQueries):
     """Writes go through one connection behind an RLock, reads through a second (query_only) one behind
     their own lock: in WAL mode a read never waits for a write, even one queued behind another
     program's lock. Set `on_busy` to have a write that found the file locked for `busy_timeout` call
-    it and try again (it raises to give up); without it DatabaseLocked is raised."""
+    it and try again (it raises to give up); without it DatabaseLocked is raised. Reads made inside a
+    write (by the thread that writes) go through the write connection, so they see what it wrote."""
 
     SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -106,6 +78,7 @@ class Store:
         self.busy_timeout = busy_timeout
         self.on_busy: Callable[[DatabaseLocked], None] | None = None
         self._lock, self._read_lock = threading.RLock(), threading.RLock()
+        self._writer_thread: int | None = None  # the thread inside _write's transaction, if any
         refuse_non_sqlite_file(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -191,19 +164,30 @@ class Store:
 
     @contextmanager
     def _read(self):
+        """The database to read from: the read connection, or the write connection for the thread
+        that is inside a write (so it sees what that write has done so far)."""
+        if self._writer_thread == threading.get_ident():
+            with self._errors():
+                yield self.db
+            return
         with self._read_lock, self._errors():
-            yield
+            yield self._rdb
 
     def _write(self, change: Callable[[], T], *, transaction: bool = True) -> T:
         """`change()` in one transaction that holds the write lock from its start (BEGIN IMMEDIATE),
         committed on return (transaction=False: one lone statement, its own transaction). A change
-        that found the file locked is rolled back, so trying it again after `on_busy` is safe."""
+        that found the file locked is rolled back, so trying it again after `on_busy` is safe. Inside
+        this thread's open transaction, the change is part of that one (see `transaction`)."""
+        if self._writer_thread == threading.get_ident():
+            with self._errors():
+                return change()
         while True:
             try:
                 with self._lock, self._errors():
                     if not transaction:
                         return change()
                     self._conn.execute("BEGIN IMMEDIATE")
+                    self._writer_thread = threading.get_ident()
                     try:
                         result = change()
                         self._conn.execute("COMMIT")
@@ -212,10 +196,16 @@ class Store:
                         if self._conn.in_transaction:
                             self._conn.execute("ROLLBACK")
                         raise
+                    finally:
+                        self._writer_thread = None
             except DatabaseLocked as locked:
                 if self.on_busy is None:
                     raise
                 self.on_busy(locked)  # e.g. tells the user "database busy, retrying"; raises to give up
+
+    def transaction(self, change: Callable[[], T]) -> T:
+        """`change()`, whose writes (store calls included) commit together or not at all."""
+        return self._write(change)
 
     def _touch(self, conversation_id: int, when: str | None = None) -> None:
         """Bump updated_at; UnknownConversation if there is no such conversation."""
@@ -227,16 +217,17 @@ class Store:
     # --- conversations ------------------------------------------------------------------------
 
     def create_conversation(self, title: str = "", *, model_spec: str = "", settings: dict | None = None,
-                            conditioning: dict | None = None) -> Conversation:
+                            conditioning: dict | None = None, created_at: str | None = None) -> Conversation:
         now = utc_now()
-        row = {"title": clean_title(title), "created_at": now, "updated_at": now, "model_spec": model_spec,
+        row = {"title": clean_title(title), "created_at": created_at or now, "updated_at": now,
+               "model_spec": model_spec,
                "settings": to_json(settings, "settings"), "conditioning": to_json(conditioning, "conditioning")}
         conversation_id = self._write(lambda: self.db["conversations"].insert(row).last_pk)
         return conversation_from({"id": conversation_id, **row})
 
     def get_conversation(self, conversation_id: int) -> Conversation:
-        with self._read():
-            rows = list(self._rdb.query(_CONVERSATIONS + " where c.id = ?", [conversation_id]))
+        with self._read() as db:
+            rows = list(db.query(_CONVERSATIONS + " where c.id = ?", [conversation_id]))
         if not rows:
             raise UnknownConversation(f"no conversation with id {conversation_id}")
         return conversation_from(rows[0])
@@ -257,8 +248,8 @@ class Store:
         if limit is not None:
             sql += " limit ?"
             params.append(limit)
-        with self._read():
-            return [conversation_from(row) for row in self._rdb.query(sql, params)]
+        with self._read() as db:
+            return [conversation_from(row) for row in db.query(sql, params)]
 
     def rename_conversation(self, conversation_id: int, title: str) -> Conversation:
         title = clean_title(title)
@@ -294,28 +285,37 @@ class Store:
 
     # --- messages -----------------------------------------------------------------------------
 
-    def add_message(self, conversation_id: int, role: str, text: str, *, status: str = "complete",
-                    model: str | None = None, token_count: int | None = None, latency_ms: float | None = None,
-                    settings: dict | None = None) -> Message:
-        """Append a message at the conversation's next position; committed before returning."""
+    def add_message(self, conversation_id: int, role: str, text: str, *, parent_id=SHOWN_LEAF,
+                    status: str = "complete", model: str | None = None, token_count: int | None = None,
+                    latency_ms: float | None = None, settings: dict | None = None,
+                    created_at: str | None = None) -> Message:
+        """Add a message after `parent_id` (by default the last message of the branch on screen; None:
+        a new first message) and show it: the branch on screen now ends with it. Committed at once."""
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}; expected one of {ROLES}")
         check_status(status)
         check_text(text)
-        row = {"conversation_id": conversation_id, "role": role, "text": text, "created_at": "",
+        row = {"conversation_id": conversation_id, "role": role, "text": text, "created_at": created_at,
                "status": status, "model": model, "token_count": token_count, "latency_ms": latency_ms,
                "settings": to_json(settings, "settings")}
 
         def add() -> int:
-            row["created_at"] = now = utc_now()  # when it was saved, even after waiting for the lock
+            now = utc_now()  # when it was saved, even after waiting for the lock
             self._touch(conversation_id, now)
-            row["position"] = self._conn.execute(
-                "select coalesce(max(position) + 1, 0) from messages where conversation_id = ?",
-                [conversation_id]).fetchone()[0]
-            return self.db["messages"].insert(row).last_pk
+            parent = self.shown_leaf_id(conversation_id) if parent_id is SHOWN_LEAF else parent_id
+            position = 0
+            if parent is not None:
+                found = self._conn.execute("select conversation_id, position from messages where id = ?",
+                                           [parent]).fetchone()
+                if found is None or found[0] != conversation_id:
+                    raise UnknownMessage(f"no message with id {parent} in conversation {conversation_id}")
+                position = found[1] + 1
+            message_id = self.db["messages"].insert(
+                {**row, "created_at": created_at or now, "parent_id": parent, "position": position}).last_pk
+            self._point_at(conversation_id, parent, message_id)
+            return message_id
 
-        message_id = self._write(add)
-        return message_from({"id": message_id, **row})
+        return self.get_message(self._write(add))
 
     def update_message(self, message_id: int, *, text: str | None = None, status: str | None = None,
                        token_count: int | None = None, latency_ms: float | None = None) -> None:
@@ -325,7 +325,9 @@ class Store:
         if status is not None:
             check_status(status)
         changes = {"text": text, "status": status, "token_count": token_count, "latency_ms": latency_ms}
-        changes = {column: value for column, value in changes.items() if value is not None}
+        self._update_message(message_id, {column: value for column, value in changes.items() if value is not None})
+
+    def _update_message(self, message_id: int, changes: dict) -> None:
         if not changes:
             return
         sql = f"update messages set {', '.join(f'{column} = ?' for column in changes)} where id = ?"
@@ -333,37 +335,41 @@ class Store:
         if cursor.rowcount == 0:
             raise UnknownMessage(f"no message with id {message_id}")
 
+    def rate_message(self, message_id: int, *, rating=UNCHANGED, out_of_character=UNCHANGED,
+                     rated_at: str | None = None) -> Message:
+        """Set a reply's rating ("up", "down" or None) and/or its out-of-character flag."""
+        changes = {}
+        if rating is not UNCHANGED:
+            check_rating(rating)
+            changes["rating"] = rating
+        if out_of_character is not UNCHANGED:
+            changes["out_of_character"] = int(bool(out_of_character))
+        if changes:
+            self._update_message(message_id, {**changes, "rated_at": rated_at or utc_now()})
+        return self.get_message(message_id)
+
+    def rated_messages(self) -> list[Message]:
+        """Every reply with a rating or an out-of-character mark, by conversation, oldest first."""
+        with self._read() as db:
+            rows = db.query(f"select {MESSAGE_COLUMNS} from messages m where m.rating is not null"
+                            " or m.out_of_character order by m.conversation_id, m.id")
+            return [message_from(row) for row in rows]
+
     def get_message(self, message_id: int) -> Message:
-        with self._read():
-            rows = list(self._rdb.query("select * from messages where id = ?", [message_id]))
+        with self._read() as db:
+            rows = list(db.query(f"select {MESSAGE_COLUMNS} from messages m where m.id = ?", [message_id]))
         if not rows:
             raise UnknownMessage(f"no message with id {message_id}")
         return message_from(rows[0])
-
-    def messages(self, conversation_id: int) -> list[Message]:
-        with self._read():
-            self.get_conversation(conversation_id)  # UnknownConversation rather than []
-            rows = self._rdb.query("select * from messages where conversation_id = ? order by position",
-                                   [conversation_id])
-            return [message_from(row) for row in rows]
-
-    def delete_messages_from(self, conversation_id: int, position: int) -> None:
-        """Drop the messages at `position` and after (regenerate, edit-and-resend)."""
-        def delete() -> None:
-            self._touch(conversation_id)
-            self._conn.execute("delete from messages where conversation_id = ? and position >= ?",
-                               [conversation_id, position])
-
-        self._write(delete)
 
     def search(self, text: str, limit: int = 50) -> list[tuple[Conversation, Message]]:
         """Messages containing all the words of `text`, best match first, then newest."""
         query = fts_query(text or "")
         if not query:
             return []
-        with self._read():
-            rows = list(self._rdb.query(
-                "select m.* from messages_fts join messages m on m.id = messages_fts.rowid"
+        with self._read() as db:
+            rows = list(db.query(
+                f"select {MESSAGE_COLUMNS} from messages_fts join messages m on m.id = messages_fts.rowid"
                 " where messages_fts match ? order by messages_fts.rank, m.created_at desc, m.id desc limit ?",
                 [query, limit]))
             conversations = {cid: self.get_conversation(cid) for cid in {row["conversation_id"] for row in rows}}
