@@ -72,15 +72,18 @@ def test_a_consumer_that_walks_away_leaves_a_cancelled_reply(engine):
     assert bot.status == "cancelled" and bot.text == first.strip()
 
 
-def test_regenerate_replaces_the_last_reply(engine):
+def test_regenerate_shows_a_new_reply_and_keeps_the_old_one(engine):
     conversation = engine.new_conversation()
     engine.send(conversation.id, "One.").consume()
     engine.send(conversation.id, "Two.").consume()
+    first = engine.messages(conversation.id)[-1]
     seeded = GenerationSettings(temperature=1.0, seed=3, max_new_tokens=10)
     again = engine.regenerate(conversation.id, seeded).consume()
     messages = engine.messages(conversation.id)
     assert [m.role for m in messages] == ["user", "bot", "user", "bot"]
     assert messages[-1].text == again and messages[2].text == "Two."
+    assert (messages[-1].alternative, messages[-1].alternatives) == (2, 2)
+    assert (engine.store.siblings(messages[-1].id)[0].id, first.text) == (first.id, engine.store.get_message(first.id).text)
 
 
 def test_edit_last_user_message_and_resend(engine):
@@ -90,6 +93,8 @@ def test_edit_last_user_message_and_resend(engine):
     engine.edit_last_user_message(conversation.id, "No typo.").consume()
     texts = [(m.role, m.text) for m in engine.messages(conversation.id)]
     assert texts[2] == ("user", "No typo.") and len(texts) == 4
+    assert [m.text for m in engine.store.siblings(engine.messages(conversation.id)[2].id)] == [
+        "Typo here.", "No typo."]
 
 
 def test_continuing_a_saved_conversation_sends_its_history(engine, tiny_loaded, monkeypatch):

@@ -4,11 +4,14 @@ It owns one model (loaded once, lazily, thread-safe) and one Store. A user
 message is committed before generation starts; the bot reply is written to the
 database piece by piece before each piece is shown, so a crash or kill mid-reply
 loses nothing that was on screen.
+
+A conversation is a tree (see core/branches.py): regenerating a reply or editing
+a message adds a new version beside the old one, and the model sees the branch
+that leads to the message it answers.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,51 +19,22 @@ from typing import Callable, Iterator
 
 from .dialogue import BOT, USER, Conditioning, Turn, next_turn_prefix
 from .export import export_json, export_markdown
+from .importing import TranscriptError, import_json
 from .generation import STALL_SECONDS, ReplyStats, ReplyStream, stream_reply, warm_prefix
 from .loading import DEFAULT_SPEC, LoadedModel, ModelLoadError, load_model
 from .settings import GenerationSettings
 from .prompting import MAX_CHAT_CONTEXT, plan_prompt, prompt_budget  # noqa: F401  (part of the engine's API)
 from .store import Conversation, Message, Store, UnknownMessage
+from .user_input import (  # noqa: F401  (part of the engine's API)
+    MAX_MESSAGE_CHARS,
+    EngineError,
+    checked_user_text,
+    clean_user_text,
+    default_title,
+)
+from .versions import VersionActions
 
-TITLE_LENGTH = 48
-# Far more than a prompt can hold (the model reads the last ~1,000 tokens of an over-long message), and
-# small enough that a pasted file can't make every later turn re-tokenize megabytes of history.
-MAX_MESSAGE_CHARS = 50_000
 WAITING, LOADING, READY, FAILED = "waiting", "loading", "ready", "failed"  # ChatEngine.model_status
-
-# C0/C1 control characters except tab and newline: they would garble terminals and prompts.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-class EngineError(Exception):
-    """Bad input or state; the message is one line for the user."""
-
-
-def clean_user_text(text: str) -> str:
-    """What is stored and sent for a user message; raises on empty or over-long input."""
-    return checked_user_text(text)[0]
-
-
-def checked_user_text(text: str) -> tuple[str, list[str]]:
-    """The cleaned text and one-line notices of what was changed; raises on empty or over-long input."""
-    if not isinstance(text, str):
-        raise EngineError("a message must be text")
-    notices = []
-    # Lone surrogates (undecodable bytes read with surrogateescape) can't be stored as UTF-8.
-    cleaned = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    if cleaned.count("\ufffd") > text.count("\ufffd"):
-        notices.append("your message had bytes that are not valid UTF-8; they were replaced with \ufffd")
-    text = cleaned.replace("\r\n", "\n").replace("\r", "\n")
-    if removed := len(_CONTROL.findall(text)):
-        notices.append(f"{removed} control character(s) (such as NUL) were removed from your message")
-    text = _CONTROL.sub("", text).strip()
-    if not text:
-        raise EngineError("empty message: type something to say")
-    if len(text) > MAX_MESSAGE_CHARS:
-        raise EngineError(f"message too long: {len(text):,} characters (at most {MAX_MESSAGE_CHARS:,});"
-                          " nothing was sent")
-    return text, notices
-
 
 def _conditioning(persona: Conditioning, genres: list[str] | None) -> Conditioning:
     """`persona` with its genres replaced by `genres` when those are given."""
@@ -69,11 +43,6 @@ def _conditioning(persona: Conditioning, genres: list[str] | None) -> Conditioni
     from dataclasses import replace
 
     return replace(persona, genres=Conditioning.from_genres(genres).genres)
-
-
-def default_title(text: str) -> str:
-    line = " ".join(text.split())
-    return line if len(line) <= TITLE_LENGTH else line[: TITLE_LENGTH - 1].rstrip() + "…"
 
 
 @dataclass
@@ -92,6 +61,7 @@ class Reply:
     error: str | None = None
     stats: ReplyStats = field(default_factory=ReplyStats)
     warm_up: threading.Thread | None = None  # reads the history for the next turn ahead (join to wait)
+    replaces: int | None = None  # the reply shown before a regenerate: shown again if no new one comes
     _run: Callable[["Reply"], Iterator[str]] | None = field(default=None, repr=False)
     _stream: ReplyStream | None = field(default=None, repr=False)
     _cancel_requested: bool = field(default=False, repr=False)
@@ -119,7 +89,9 @@ class Reply:
         return self.text
 
 
-class ChatEngine:
+class ChatEngine(VersionActions):
+    """Conversations, replies and the model; regenerate, edit, fork and ratings come from VersionActions."""
+
     def __init__(
         self,
         store: Store,
@@ -243,7 +215,12 @@ class ChatEngine:
         return self.store.search(text.strip(), limit=limit)
 
     def messages(self, conversation_id: int) -> list[Message]:
+        """The branch on screen, first message first."""
         return self.store.messages(conversation_id)
+
+    def all_messages(self, conversation_id: int) -> list[Message]:
+        """Every message, the alternatives included."""
+        return self.store.tree(conversation_id)
 
     def settings_for(self, conversation: Conversation) -> GenerationSettings:
         return GenerationSettings.from_dict({**self.settings.to_dict(), **(conversation.settings or {})})
@@ -265,7 +242,7 @@ class ChatEngine:
 
     def send(self, conversation_id: int | None, text: str, settings: GenerationSettings | None = None,
              *, genres: list[str] | None = None, persona: Conditioning | None = None) -> Reply:
-        """Commit the user's message now; iterate the returned Reply to generate.
+        """Commit the user's message (after the last one on screen) now; iterate the Reply to generate.
 
         `conversation_id` None starts a new conversation, with `settings`, `genres` and `persona`
         stored as its own (as new_conversation does), once the text is known to be sendable."""
@@ -278,30 +255,6 @@ class ChatEngine:
         user_message = self.store.add_message(conversation_id, USER, text)
         if not conversation.title:
             self.store.rename_conversation(conversation_id, default_title(text))
-        reply = self._reply(conversation_id, user_message, settings)
-        reply.notices.extend(notices)
-        return reply
-
-    def regenerate(self, conversation_id: int, settings: GenerationSettings | None = None) -> Reply:
-        """Drop the last bot reply (if any) and answer the last user message again."""
-        messages = self.store.messages(conversation_id)
-        last_user = next((m for m in reversed(messages) if m.role == USER), None)
-        if last_user is None:
-            raise EngineError("nothing to regenerate: the conversation has no user message yet")
-        self.store.delete_messages_from(conversation_id, last_user.position + 1)
-        return self._reply(conversation_id, last_user, settings)
-
-    def edit_last_user_message(
-        self, conversation_id: int, text: str, settings: GenerationSettings | None = None
-    ) -> Reply:
-        """Replace the last user message (and what followed it) and answer the new text."""
-        text, notices = checked_user_text(text)
-        messages = self.store.messages(conversation_id)
-        last_user = next((m for m in reversed(messages) if m.role == USER), None)
-        if last_user is None:
-            raise EngineError("no user message to edit")
-        self.store.delete_messages_from(conversation_id, last_user.position)
-        user_message = self.store.add_message(conversation_id, USER, text)
         reply = self._reply(conversation_id, user_message, settings)
         reply.notices.extend(notices)
         return reply
@@ -319,8 +272,11 @@ class ChatEngine:
             loaded = self.load()
         except Exception as exc:
             reply.status, reply.error = "error", str(exc)
+            if reply.replaces is not None:
+                _show_again(store, reply.replaces)
             raise
-        history = [Turn(m.role, m.text) for m in store.messages(reply.conversation_id) if m.text and m.status != "error"]
+        branch = store.branch_to(reply.user_message.id)  # the branch on screen when the reply began
+        history = [Turn(m.role, m.text) for m in branch if m.text and m.status != "error"]
         conditioning = Conditioning.from_dict(conversation.conditioning)
         budget = prompt_budget(loaded, settings)  # the next turn's prompt is fitted the same way
         prompt, settings = plan_prompt(loaded, history, conditioning, settings)
@@ -336,8 +292,8 @@ class ChatEngine:
             for piece in stream:
                 if message is None:
                     message = reply.message = store.add_message(
-                        reply.conversation_id, BOT, stream.text, status="partial",
-                        model=loaded.name, settings=settings.to_dict(),
+                        reply.conversation_id, BOT, stream.text, parent_id=reply.user_message.id,
+                        status="partial", model=loaded.name, settings=settings.to_dict(),
                     )
                 else:
                     try:
@@ -360,8 +316,8 @@ class ChatEngine:
             reply.stats = stream.stats
             if message is None and reply.status == "error":
                 message = reply.message = store.add_message(
-                    reply.conversation_id, BOT, stream.text, status="error", model=loaded.name,
-                    settings=settings.to_dict(),
+                    reply.conversation_id, BOT, stream.text, parent_id=reply.user_message.id, status="error",
+                    model=loaded.name, settings=settings.to_dict(),
                 )
             if message is not None:
                 store.update_message(
@@ -369,6 +325,8 @@ class ChatEngine:
                     latency_ms=round((time.perf_counter() - started) * 1000, 1),
                 )
                 reply.message = store.get_message(message.id)
+            elif reply.replaces is not None:  # regenerated, but nothing came: the earlier reply is back
+                _show_again(store, reply.replaces)
             if reply.status in ("complete", "cancelled") and stream.text:
                 # While the user reads and types, have the model read the history through this reply.
                 try:
@@ -381,12 +339,29 @@ class ChatEngine:
     # --- replay and export ---------------------------------------------------
 
     def transcript(self, conversation_id: int) -> tuple[Conversation, list[Message]]:
+        """The conversation and the branch on screen."""
         return self.store.get_conversation(conversation_id), self.store.messages(conversation_id)
 
     def export(self, conversation_id: int, fmt: str = "md") -> str:
+        """Markdown: the branch on screen. JSON: every message (see core/export.py)."""
         conversation, messages = self.transcript(conversation_id)
         if fmt == "json":
-            return export_json(conversation, messages)
+            return export_json(conversation, messages, self.store.tree(conversation_id))
         if fmt in ("md", "markdown"):
             return export_markdown(conversation, messages)
         raise EngineError(f"unknown export format {fmt!r}: use md or json")
+
+    def import_json(self, text: str) -> Conversation:
+        """A conversation from what `export(..., "json")` wrote, as a new one; EngineError and nothing
+        written for a file that is not such an export."""
+        try:
+            return import_json(self.store, text)
+        except TranscriptError as exc:
+            raise EngineError(str(exc)) from None
+
+
+def _show_again(store: Store, message_id: int) -> None:
+    try:
+        store.show(message_id)
+    except UnknownMessage:  # deleted meanwhile (the conversation, elsewhere)
+        pass
