@@ -2,7 +2,7 @@
 
     moviechat-tui [--model SPEC] [--db PATH] [--conversation ID]     the Textual app
     moviechat-tui chat [--model SPEC] [decoding options]            line-mode chat on stdin
-    moviechat-tui list [QUERY] | replay ID | export ID | search TEXT | models | web
+    moviechat-tui list [QUERY] | replay ID | export ID | import FILE | search TEXT | models | web
 """
 
 from __future__ import annotations
@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("id", type=int)
     export.add_argument("--format", choices=["md", "json"], default="md")
     export.add_argument("-o", "--output", type=Path, help="write to a file instead of stdout")
+
+    imp = sub.add_parser("import", parents=[_shared(model=False)],
+                         help="add a conversation from a file `export --format json` wrote")
+    imp.add_argument("file", type=Path, help="the JSON export ('-' reads stdin)")
 
     search = sub.add_parser("search", parents=[_shared(model=False)], help="full-text search over messages")
     search.add_argument("text")
@@ -233,6 +237,24 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    from .core.engine import ChatEngine, EngineError
+
+    try:
+        text = sys.stdin.read() if str(args.file) == "-" else args.file.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise CliError(f"{args.file} is not a moviechat JSON export (not UTF-8 text)") from None
+    except OSError as exc:
+        raise CliError(f"cannot read {args.file}: {exc.strerror or exc}") from None
+    try:
+        conversation = ChatEngine(_open_store(args)).import_json(text)
+    except EngineError as exc:
+        raise CliError(f"{args.file}: {exc}; nothing was imported") from None
+    out.print(f"imported {escape(str(args.file))} as conversation #{conversation.id}"
+              f" ({conversation.message_count} messages): moviechat-tui replay {conversation.id}")
+    return 0
+
+
 def cmd_search(args) -> int:
     hits = _open_engine(args).search(args.text, limit=args.limit)  # EngineError for an empty search
     if not hits:
@@ -297,7 +319,7 @@ def _passthrough(args) -> list[str]:
     return extra
 
 
-COMMANDS = {"chat": cmd_chat, "list": cmd_list, "replay": cmd_replay, "export": cmd_export,
+COMMANDS = {"chat": cmd_chat, "list": cmd_list, "replay": cmd_replay, "export": cmd_export, "import": cmd_import,
             "search": cmd_search, "models": cmd_models, "web": cmd_web}
 
 

@@ -95,3 +95,46 @@ def test_models_lists_the_specs():
     result = run("models")
     assert result.returncode == 0
     assert "default" in result.stdout and "smollm2-135m" in result.stdout and "gpt2" in result.stdout
+
+
+def test_export_then_import_gives_the_same_conversation_and_a_bad_file_writes_nothing(chatted, tmp_path):
+    db, _ = chatted
+    exported = tmp_path / "one.json"
+    assert run("export", "1", "--format", "json", "-o", str(exported), "--db", str(db)).returncode == 0
+    other = tmp_path / "other.db"
+    result = run("import", str(exported), "--db", str(other))
+    assert result.returncode == 0, result.stderr
+    assert "as conversation #1" in result.stdout
+    original, copy = json.loads(exported.read_text()), json.loads(run("export", "1", "--format", "json",
+                                                                        "--db", str(other)).stdout)
+    assert [m["text"] for m in copy["messages"]] == [m["text"] for m in original["messages"]]
+    assert copy["conversation"]["created_at"] == original["conversation"]["created_at"]
+    foreign = tmp_path / "foreign.json"
+    foreign.write_text('{"chats": [{"from": "me", "text": "hi"}]}')
+    for path in (foreign, tmp_path / "missing.json"):
+        result = run("import", str(path), "--db", str(other))
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert result.stderr.strip().count("\n") == 0 and str(path.name) in result.stderr
+    assert "not a moviechat conversation export" in run("import", str(foreign), "--db", str(other)).stderr
+    assert len(Store(other).list_conversations()) == 1
+
+
+def test_rated_replies_export_as_preference_data(chatted, tmp_path):
+    from trainer.cli import main as train_main
+
+    db, _ = chatted
+    store = Store(db)
+    first, second = [m for m in store.messages(1) if m.role == "bot"][:2]
+    store.rate_message(second.id, rating="up", out_of_character=True)
+    store.rate_message(first.id, rating="down")
+    out = tmp_path / "prefs" / "ratings.jsonl"
+    assert train_main(["ratings", "--out", str(out), "--db", str(db)]) == 0
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["message_id"], r["rating"], r["out_of_character"]) for r in records] == [
+        (first.id, "down", False), (second.id, "up", True)]
+    assert records[1]["context"] == [{"role": m.role, "text": m.text} for m in store.messages(1)[:3]]
+    assert records[1]["reply"] == second.text and records[1]["parent_id"] == store.messages(1)[2].id
+    assert records[0]["persona"] == store.get_conversation(1).conditioning
+    assert records[0]["model"] and records[0]["settings"]["max_new_tokens"] == 8
+    assert train_main(["ratings", "--out", str(out), "--db", str(tmp_path / "none.db")]) == 2
+    assert not (tmp_path / "none.db").exists()

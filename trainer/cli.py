@@ -1,4 +1,4 @@
-"""moviechat-train: corpus statistics (and, later, training and evaluation).
+"""moviechat-train: corpus statistics, training, evaluation, export, the cast and rated replies.
 
 Each subcommand is one `add_<name>_command(subparsers)` that registers its
 arguments and sets `func`; `main` dispatches. Adding a command is one function
@@ -16,6 +16,7 @@ from pathlib import Path
 
 from trainer.clean import CleanConfig
 from trainer.corpus import Corpus, CorpusError, load_corpus
+from trainer.ratings import add_ratings_command
 
 BUNDLED_TOKENIZER = "gpt2"
 
@@ -448,6 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_command(subparsers)
     add_cast_command(subparsers)
     add_probes_command(subparsers)
+    add_ratings_command(subparsers)
     return parser
 
 
