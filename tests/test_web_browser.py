@@ -175,3 +175,29 @@ def test_what_a_user_types_is_shown_as_text(server, browser):
     assert page.get_by_test_id("stSidebar").locator(made).count() == 0
     assert page.dialogs == []
     page.context.close()
+
+
+def test_regenerate_move_between_versions_and_rate(server, browser):
+    url, db = server
+    page = new_page(browser, url)
+    set_max_new_tokens(page, 4)
+    send(page, "Say it again, Sam.")
+    with Store(db) as store:
+        conversation = next(c for c in store.list_conversations() if c.title == "Say it again, Sam.")
+        first = store.messages(conversation.id)[1]
+    page.get_by_role("button", name="Regenerate").click()
+    expect(page.get_by_text("2/2", exact=True)).to_have_count(1, timeout=WAIT_MS)
+    with Store(db) as store:
+        second = store.messages(conversation.id)[1]
+    assert second.id != first.id and shown_messages(page)[1] == plain(second.text)
+    page.get_by_role("button", name="‹").click()
+    expect(page.get_by_text("1/2", exact=True)).to_have_count(1, timeout=WAIT_MS)
+    assert shown_messages(page)[1] == plain(first.text)
+    page.get_by_test_id("stFeedback").get_by_label("Thumbs up").click()
+    deadline, rating = time.monotonic() + 30, None
+    while rating is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        with Store(db) as store:
+            rating = store.get_message(first.id).rating
+    assert rating == "up"
+    page.context.close()

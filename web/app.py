@@ -17,49 +17,22 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:  # `streamlit run web/app.py` puts web/ on sys.path, not the project
     sys.path.insert(0, _ROOT)
 
-from moviechat_tui.core.captions import SECONDS, cut_short, display_time, genres_of, reply_facts, settings_line
-from moviechat_tui.core.dialogue import USER
-from moviechat_tui.core.engine import FAILED, MAX_MESSAGE_CHARS, READY, ChatEngine, EngineError
+from moviechat_tui.core.captions import genres_of
+from moviechat_tui.core.engine import FAILED, MAX_MESSAGE_CHARS, READY, ChatEngine, EngineError, Reply
 from moviechat_tui.core.settings import DESCRIPTIONS, GenerationSettings, Setting, SettingsError
-from moviechat_tui.core.store import Conversation, Message, StoreError, UnknownConversation
+from moviechat_tui.core.store import Conversation, StoreError, UnknownConversation
 from web.markup import markdown_pieces, text_to_markdown
 from web.resources import PageConfig, forget_model_error, page_config, shared_engine
+from web.session import CURRENT, flash, open_conversation, show_flashes, show_in_url
+from web.turns import short_time, show_message, start_pending
 
 LIST_LIMIT = 50  # conversations in the sidebar; search finds the older ones
 GENRES = ["action", "adventure", "animation", "biography", "comedy", "crime", "documentary", "drama", "family",
           "fantasy", "film-noir", "history", "horror", "music", "musical", "mystery", "romance", "sci-fi",
           "sport", "thriller", "war", "western"]  # the Cornell corpus' genres
-CURRENT = "conversation_id"
 
 
-# --- session state -------------------------------------------------------------------------
-
-
-def flash(level: str, text: str) -> None:
-    """A message shown at the top of the next run (survives st.rerun)."""
-    st.session_state.setdefault("flash", []).append((level, text))
-
-
-def show_flashes() -> None:
-    for level, text in st.session_state.pop("flash", []):
-        getattr(st, level)(text_to_markdown(text))
-
-
-def open_conversation(conversation_id: int | None) -> None:
-    st.session_state[CURRENT] = conversation_id
-    st.session_state.confirm_delete = False
-    st.session_state.view = "Chat"
-    _show_in_url(conversation_id)
-
-
-def _show_in_url(conversation_id: int | None) -> None:
-    """?conversation=ID: a reload (a new session) reopens it, and the URL can be shared."""
-    wanted = None if conversation_id is None else str(conversation_id)
-    if st.query_params.get("conversation") != wanted:
-        if wanted:
-            st.query_params["conversation"] = wanted
-        else:
-            st.query_params.pop("conversation", None)
+# --- the open conversation ----------------------------------------------------------------
 
 
 def current_conversation(engine: ChatEngine) -> Conversation | None:
@@ -76,7 +49,7 @@ def current_conversation(engine: ChatEngine) -> Conversation | None:
         except UnknownConversation:
             st.info(f"Conversation #{conversation_id} no longer exists (deleted elsewhere).")
             open_conversation(None)
-    _show_in_url(conversation.id if conversation else None)
+    show_in_url(conversation.id if conversation else None)
     return conversation
 
 
@@ -195,35 +168,6 @@ def sidebar(engine: ChatEngine, config: PageConfig, current: Conversation | None
     st.caption(text_to_markdown(f"model: {model}\ndatabase: {config.db_path}"))
 
 
-# --- messages ------------------------------------------------------------------------------
-
-
-def short_time(iso: str) -> str:
-    return display_time(iso, SECONDS, utc=True)
-
-
-def message_caption(m: Message, details: bool) -> str:
-    if details:
-        parts = [f"#{m.position + 1}", short_time(m.created_at), *reply_facts(m)]
-        return " · ".join(parts + ([m.status] if m.status != "complete" else []))
-    if m.status != "complete":
-        return m.status
-    return "cut at max new tokens" if cut_short(m) else ""  # why it ends mid-sentence, and what to raise
-
-
-def show_message(m: Message, details: bool = False) -> None:
-    with st.chat_message("user" if m.role == USER else "assistant"):
-        if m.text:
-            st.text(m.text)  # plain text: no Markdown, no HTML, nothing to escape
-        else:
-            st.caption("(no text)")
-        caption = message_caption(m, details)
-        if caption:
-            st.caption(text_to_markdown(caption))
-        if details and m.role != USER and m.settings:
-            st.caption(text_to_markdown(settings_line(m.settings)))
-
-
 # --- the main area -------------------------------------------------------------------------
 
 
@@ -289,6 +233,11 @@ def reply_to(engine: ChatEngine, current: Conversation | None, text: str) -> Non
         st.error(text_to_markdown(f"Not sent: {exc}"))
         return
     show_message(reply.user_message)
+    stream(reply)
+
+
+def stream(reply: Reply) -> None:
+    """Stream a started reply into the page; then rerun so the page shows the stored state."""
     with st.chat_message("assistant"):
         pieces = iter(reply)
         try:
@@ -324,11 +273,15 @@ def main() -> None:
         st.subheader("New conversation", anchor=False)
         st.caption("Talk with characters from 600 films. Say something below to start a conversation; "
                    "saved conversations (from here or the terminal app) are in the sidebar.")
+    # A regenerate or an edit asked for by a button: saved now, streamed below the branch it starts.
+    pending = start_pending(engine, current.id) if current and model_error is None else None
     for m in engine.messages(current.id) if current else []:
-        show_message(m)
+        show_message(m, engine=None if pending else engine, can_reply=model_error is None)
     text = st.chat_input("Chat is off until the model loads" if model_error else "Say something…",
                          disabled=model_error is not None, submit_mode="stop", max_chars=MAX_MESSAGE_CHARS)
-    if text is not None and model_error is None:
+    if pending is not None:
+        stream(pending)
+    elif text is not None and model_error is None:
         reply_to(engine, current, text)
 
 
