@@ -1,28 +1,23 @@
 """The versions of a turn: regenerate a reply or edit a message (the earlier version stays as a
 sibling), move between versions, fork a conversation at a message, rate replies.
 
-VersionActions is a mixin of ChatEngine: it uses the engine's store and its `_reply` (which streams
-the answer to a user message).
+VersionActions is a mixin of ChatEngine: it uses the engine's store and its `_reply` (the engine.Reply
+that streams the answer to a user message, which regenerate and edit return).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .dialogue import USER
-from .generation import GenerationSettings
-from .records import Conversation, Message
-from .store import UNCHANGED
 from .importing import fork
+from .records import Conversation, Message
+from .settings import GenerationSettings
+from .store import UNCHANGED
 from .user_input import EngineError, checked_user_text, default_title
-
-if TYPE_CHECKING:
-    from .engine import Reply
 
 
 class VersionActions:
     def regenerate(self, conversation_id: int, settings: GenerationSettings | None = None,
-                   message_id: int | None = None) -> Reply:
+                   message_id: int | None = None):
         """Answer a user message again; the earlier replies stay as alternatives. Which one: the user
         message `message_id` or the one a reply `message_id` answers, else the last user message on screen."""
         branch = self.store.messages(conversation_id)
@@ -43,7 +38,7 @@ class VersionActions:
         return reply
 
     def edit(self, conversation_id: int, message_id: int, text: str,
-             settings: GenerationSettings | None = None) -> Reply:
+             settings: GenerationSettings | None = None):
         """A new version of one of the user's messages, answered; the old one and what followed it stay
         as an alternative branch."""
         text, notices = checked_user_text(text)
@@ -57,7 +52,7 @@ class VersionActions:
 
     def edit_last_user_message(
         self, conversation_id: int, text: str, settings: GenerationSettings | None = None
-    ) -> Reply:
+    ):
         """Edit the last user message on screen (see `edit`)."""
         last_user = next((m for m in reversed(self.store.messages(conversation_id)) if m.role == USER), None)
         if last_user is None:

@@ -31,8 +31,10 @@ KEYS = [
     ("enter", "send the message"),
     ("ctrl+j / alt+enter", "new line in the message"),
     ("esc", "stop the reply (the text so far is kept, marked cancelled) · cancel an edit"),
-    ("↑ in an empty box", "edit and resend your last message"),
-    ("ctrl+r", "regenerate the last reply"),
+    ("↑ in an empty box", "edit your last message (sent as a new version)"),
+    ("ctrl+r", "regenerate the last reply (the old one stays a version away)"),
+    ("shift+tab, click", "select a message: ← → its versions · e edit · r regenerate · f fork · + / - rate"
+                         " · o out of character · ↑ ↓ other messages · esc back"),
     ("ctrl+n", "new conversation"),
     ("ctrl+b", "show / hide saved conversations"),
     ("ctrl+f", "search saved conversations"),
@@ -50,6 +52,8 @@ KEYS = [
 
 GUIDE = (
     "Every message is saved as it is written, so quitting (or a crash) mid-reply loses nothing. "
+    "Nothing is overwritten: a regenerated reply or an edited message is a new version beside the old "
+    "one (‹ 2/3 ›), and the bot answers from the versions on screen. "
     "Settings belong to the conversation: its replay shows what produced each reply. "
     "The model is chosen at start: restart with --model SPEC to change it "
     "(moviechat-tui models lists the specs)."

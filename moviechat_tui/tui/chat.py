@@ -27,7 +27,8 @@ from ..core.loading import ModelLoadError
 from ..core.store import Conversation, Message, StoreError, utc_now
 from .busy import write_in_background
 from .format import literal
-from .widgets import ChatInput, ChatLog, MessageView
+from .turn_actions import TurnActions
+from .widgets import ChatInput, ChatLog, MessageView, TurnView
 
 LOAD_POLL = 0.05  # seconds between checks of a model load a reply waits for (and of esc)
 
@@ -52,8 +53,9 @@ class ReplyDone(TextualMessage):
     error: str | None
 
 
-class Chat(Vertical):
-    """The open conversation (None: a new one, saved when its first message is sent)."""
+class Chat(TurnActions, Vertical):
+    """The open conversation (None: a new one, saved when its first message is sent). The keys of a
+    selected message (versions, edit, regenerate, fork, rating) are TurnActions'."""
 
     class Changed(TextualMessage):
         """The conversation, its reply state or its settings changed: status and sidebar should follow."""
@@ -66,7 +68,6 @@ class Chat(Vertical):
         self.genres: list[str] = []
         self.reply: Reply | None = None
         self.generating = False
-        self.editing = False
         self.last_speed: float | None = None
         self.stop_requested = False
         self._sent_text: str | None = None
@@ -181,18 +182,14 @@ class Chat(Vertical):
             return
         log = self.chat_log
         if self.editing and self.conversation is not None:
-            index = log.last_user_index()
-            for view in log.views()[index:] if index is not None else []:
-                await view.remove()
-            start = partial(self.engine.edit_last_user_message, self.conversation.id, text)
-            self.end_edit()
+            start = partial(await self.edit_start(), text)
         elif self.conversation is not None:
             start = partial(self.engine.send, self.conversation.id, text)
         else:  # saved, with the settings and genres chosen for it, on the worker: the database may be busy
             start = partial(self.engine.send, None, text, self.settings, genres=list(self.genres))
         event.chat_input.clear()
-        bot = MessageView(BOT, status="partial")
-        await log.add(MessageView(USER, text, created_at=utc_now()), bot)
+        bot = TurnView(BOT, status="partial")
+        await log.add(TurnView(USER, text, created_at=utc_now()), bot)
         self._start_reply(start, bot, text)
 
     async def regenerate(self) -> None:
@@ -206,7 +203,7 @@ class Chat(Vertical):
         self.end_edit()
         for view in log.views()[index + 1:]:
             await view.remove()
-        bot = MessageView(BOT, status="partial")
+        bot = TurnView(BOT, status="partial")
         await log.add(bot)
         self._start_reply(partial(self.engine.regenerate, self.conversation.id), bot)
 
@@ -214,25 +211,29 @@ class Chat(Vertical):
         if self.refuse_while_replying() or self.conversation is None:
             return
         last = next((v for v in reversed(self.chat_log.views()) if v.role == USER), None)
-        if last is None:
+        if last is None or last.message is None:
             self.notify("no message of yours to edit yet", severity="warning")
             return
-        self.editing = True
-        self.chat_input.text = last.text
-        self.chat_input.move_cursor(self.chat_input.document.end)
-        banner = self.query_one("#edit-banner", Static)
-        banner.update(Text("editing your last message: enter resends it (the reply after it is replaced) · "
-                           "esc cancels", style="italic"))
-        banner.display = True
-        self.chat_input.focus()
-        self.screen.refresh_bindings()
+        self.begin_edit(last.message)
 
-    def end_edit(self) -> None:
-        if self.editing:
-            self.editing = False
-            self.chat_input.clear()
-        self.query_one("#edit-banner", Static).display = False
-        self.screen.refresh_bindings()
+    def select_last(self) -> None:
+        views = self.chat_log.views()
+        if views:
+            views[-1].focus()
+        else:
+            self.notify("no messages yet", severity="warning")
+
+    def fork_here(self) -> None:
+        """Fork at the last message (f on a message forks there)."""
+        views = self.chat_log.views()
+        if self.conversation is None or not views or views[-1].message is None:
+            self.notify("nothing to fork yet: send a message first", severity="warning")
+            return
+        views[-1].post_message(TurnView.Act(views[-1], "fork"))
+
+    @property
+    def edit_banner(self) -> Static:
+        return self.query_one("#edit-banner", Static)
 
     def stop(self) -> None:
         if self.generating:
@@ -315,4 +316,5 @@ class Chat(Vertical):
         if error:
             self.notify(error, severity="error", timeout=8, markup=False)
         self.reload_conversation()
+        self.sync_turns()
         self.post_message(self.Changed())

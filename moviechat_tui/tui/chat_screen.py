@@ -37,7 +37,12 @@ COMMANDS = [
     ("Delete conversation", "Delete this conversation, after asking", "delete_current"),
     ("Replay conversation", "Play this conversation back turn by turn (ctrl+o)", "replay"),
     ("Regenerate reply", "Answer the last message again (ctrl+r)", "regenerate"),
-    ("Edit last message", "Change your last message and resend it (↑ in an empty box)", "edit_last"),
+    ("Edit last message", "Change your last message and send it as a new version (↑ in an empty box)",
+     "edit_last"),
+    ("Select a message", "Select the last message: its versions, edit, regenerate, fork, rating (shift+tab)",
+     "select_message"),
+    ("Fork conversation", "A copy of this conversation to take another way (f on a message forks there)",
+     "fork_current"),
     ("Stop reply", "Stop the reply being written (esc)", "stop"),
     ("Settings", "Decoding settings and genres of this conversation (ctrl+s)", "settings"),
     ("Toggle light/dark theme", "Switch between the light and dark theme (ctrl+t)", "app.toggle_theme"),
@@ -307,6 +312,12 @@ class ChatScreen(Screen):
 
     def action_edit_last(self) -> None:
         self.chat.edit_last()
+
+    def action_select_message(self) -> None:
+        self.chat.select_last()
+
+    def action_fork_current(self) -> None:
+        self.chat.fork_here()
 
     def action_stop(self) -> None:
         self.chat.stop()

@@ -98,7 +98,7 @@ class ReplayScreen(Screen[int]):
     def _start_turn(self, message: Message) -> None:
         self.current = MessageView(message.role, "", created_at=message.created_at, status="partial",
                                    time_format=SECONDS,
-                                   detail=turn_detail(message, self.conversation.settings))
+                                   detail=turn_detail(message, self.conversation.settings), message=message)
         self.chars = 0.0
         log = self.query_one("#replay-log", ChatLog)
         log.mount(self.current)

@@ -17,7 +17,7 @@ from textual.widgets import Input, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
 from ..core.captions import CLOCK, display_time
-from ..core.dialogue import USER
+from ..core.dialogue import BOT, USER
 from ..core.store import Conversation, Message
 from .format import SPEAKERS, literal
 
@@ -28,15 +28,16 @@ class MessageView(Vertical):
     """One message: a speaker/time line over the text; a bot reply grows as it streams."""
 
     def __init__(self, role: str, text: str = "", *, created_at: str | None = None, status: str = "complete",
-                 note: str = "", detail: str = "", time_format: str = CLOCK) -> None:
+                 note: str = "", detail: str = "", time_format: str = CLOCK, message: Message | None = None) -> None:
         super().__init__(classes=f"message {role}")
         self.role, self.text, self.created_at, self.status, self.note = role, text, created_at, status, note
         self.detail, self.time_format = detail, time_format
+        self.message = message  # the stored message (None until it is saved)
         self.set_class(status != "complete", f"-{status}")
 
     @classmethod
     def of(cls, message: Message) -> "MessageView":
-        return cls(message.role, message.text, created_at=message.created_at, status=message.status)
+        return cls(message.role, message.text, created_at=message.created_at, status=message.status, message=message)
 
     def compose(self):
         yield Static(self._meta(), classes="meta")
@@ -52,6 +53,7 @@ class MessageView(Vertical):
             meta.append(f"  {STATUS_LABELS.get(self.status, self.status)}", style="italic")
         if self.note:
             meta.append(f"  {self.note}", style="italic")
+        meta.append_text(version_marks(self.message))
         return meta
 
     def _body(self) -> Text:
@@ -72,14 +74,81 @@ class MessageView(Vertical):
         if self.is_mounted:
             self.query_one(".body", Static).update(self._body())
 
+    def set_message(self, message: Message) -> None:
+        """The stored message it shows, again (its versions or rating changed)."""
+        self.message = message
+        self._refresh()
+
     def finish(self, message: Message | None, status: str, note: str = "") -> None:
         """The stored outcome of a streamed reply (message is None if nothing was generated)."""
         self.remove_class(f"-{self.status}")
         if message is not None:
-            self.text, self.created_at = message.text, message.created_at
+            self.text, self.created_at, self.message = message.text, message.created_at, message
         self.status, self.note = status, note
         self.set_class(status != "complete", f"-{status}")
         self._refresh()
+
+
+def version_marks(message: Message | None) -> Text:
+    """"  ‹ 2/3 ›  rated up · out of character" for the meta line ("" when there is nothing to say)."""
+    marks = Text()
+    if message is None:
+        return marks
+    if message.alternatives > 1:
+        marks.append(f"  ‹ {message.alternative}/{message.alternatives} ›", style="bold")
+    rating = [f"rated {message.rating}"] if message.rating else []
+    if message.out_of_character:
+        rating.append("out of character")
+    if rating:
+        marks.append("  " + " · ".join(rating), style="italic")
+    return marks
+
+
+class TurnView(MessageView):
+    """A message of the open conversation: focusable (click it, or shift+tab from the message box),
+    with keys for its versions, editing, regenerating, forking and rating. The keys post `Act`; the
+    chat (tui/turn_actions.py) carries them out."""
+
+    can_focus = True
+    BINDINGS = [
+        Binding("left", "act('step', -1)", "‹ Version"),
+        Binding("right", "act('step', 1)", "Version ›"),
+        Binding("e", "act('edit')", "Edit"),
+        Binding("r", "act('regenerate')", "Regenerate"),
+        Binding("f", "act('fork')", "Fork"),
+        Binding("plus,equals_sign", "act('rate', 'up')", "Good", key_display="+"),
+        Binding("minus", "act('rate', 'down')", "Bad", key_display="-"),
+        Binding("o", "act('out_of_character')", "Out of character"),
+        Binding("up,k", "move(-1)", "Previous", show=False),
+        Binding("down,j", "move(1)", "Next", show=False),
+        Binding("escape", "screen.focus_input", "Back", show=False),
+    ]
+    ACTIONS = {"step": None, "fork": None, "edit": USER, "regenerate": BOT, "rate": BOT, "out_of_character": BOT}
+
+    @dataclass
+    class Act(TextualMessage):
+        view: "TurnView"
+        action: str  # one of TurnView.ACTIONS
+        argument: object = None
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action != "act":
+            return True
+        name = parameters[0]
+        if self.message is None or self.ACTIONS[name] not in (None, self.role):
+            return False
+        if name == "step":
+            return self.message.alternatives > 1
+        return True
+
+    def action_act(self, action: str, argument: object = None) -> None:
+        self.post_message(self.Act(self, action, argument))
+
+    def action_move(self, step: int) -> None:
+        views = list(self.parent.query_children(TurnView)) if self.parent else [self]
+        index = views.index(self) + step
+        if 0 <= index < len(views):
+            views[index].focus()
 
 
 class ChatLog(VerticalScroll):
@@ -89,7 +158,7 @@ class ChatLog(VerticalScroll):
         self.remove_children()
         if hint is not None and not messages:
             self.mount(Static(hint, classes="hint"))
-        self.mount_all([MessageView.of(m) for m in messages])
+        self.mount_all([TurnView.of(m) for m in messages])
         self.scroll_end(animate=False)
         self.anchor()
 
