@@ -97,25 +97,30 @@ def test_models_lists_the_specs():
     assert "default" in result.stdout and "smollm2-135m" in result.stdout and "gpt2" in result.stdout
 
 
-def test_export_then_import_gives_the_same_conversation_and_a_bad_file_writes_nothing(chatted, tmp_path):
+def test_export_then_import_gives_the_same_conversation_and_a_bad_file_writes_nothing(chatted, tmp_path, capsys):
+    from moviechat_tui.cli import main
+
     db, _ = chatted
     exported = tmp_path / "one.json"
-    assert run("export", "1", "--format", "json", "-o", str(exported), "--db", str(db)).returncode == 0
+    assert main(["export", "1", "--format", "json", "-o", str(exported), "--db", str(db)]) == 0
     other = tmp_path / "other.db"
-    result = run("import", str(exported), "--db", str(other))
+    result = run("import", str(exported), "--db", str(other))  # as a user runs it
     assert result.returncode == 0, result.stderr
     assert "as conversation #1" in result.stdout
-    original, copy = json.loads(exported.read_text()), json.loads(run("export", "1", "--format", "json",
-                                                                        "--db", str(other)).stdout)
+    capsys.readouterr()
+    assert main(["export", "1", "--format", "json", "--db", str(other)]) == 0
+    original, copy = json.loads(exported.read_text()), json.loads(capsys.readouterr().out)
     assert [m["text"] for m in copy["messages"]] == [m["text"] for m in original["messages"]]
     assert copy["conversation"]["created_at"] == original["conversation"]["created_at"]
     foreign = tmp_path / "foreign.json"
     foreign.write_text('{"chats": [{"from": "me", "text": "hi"}]}')
-    for path in (foreign, tmp_path / "missing.json"):
-        result = run("import", str(path), "--db", str(other))
-        assert result.returncode == 2 and "Traceback" not in result.stderr
-        assert result.stderr.strip().count("\n") == 0 and str(path.name) in result.stderr
-    assert "not a moviechat conversation export" in run("import", str(foreign), "--db", str(other)).stderr
+    latin1 = tmp_path / "latin1.json"
+    latin1.write_bytes("café".encode("latin-1"))
+    for path, reason in ((foreign, "not a moviechat conversation export"), (tmp_path / "missing.json", "cannot read"),
+                         (latin1, "not UTF-8")):
+        assert main(["import", str(path), "--db", str(other)]) == 2
+        error = capsys.readouterr().err
+        assert error.strip().count("\n") == 0 and path.name in error and reason in error
     assert len(Store(other).list_conversations()) == 1
 
 
