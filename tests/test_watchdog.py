@@ -76,6 +76,14 @@ def test_a_backend_that_produces_tokens_is_left_alone(loaded):
     assert stream.finish_reason == "end_of_turn" and stream.error is None
 
 
+def test_a_reply_cancelled_before_it_starts_ends_at_once(loaded):
+    stream = stream_reply(loaded, _prompt(loaded), SETTINGS, stall_seconds=STALL)
+    stream.cancel()  # e.g. esc pressed right after sending
+    started = time.monotonic()
+    assert list(stream) == [] and stream.finish_reason == "cancelled"
+    assert time.monotonic() - started < STALL
+
+
 def test_a_stalled_backend_ends_the_reply_as_an_error(loaded, backend):
     backend.stall.set()
     stream = stream_reply(loaded, _prompt(loaded), SETTINGS, stall_seconds=STALL)

@@ -148,7 +148,8 @@ def _generate_pieces(loaded: LoadedModel, prompt_ids, settings, stream: ReplyStr
             with loaded.generate_lock:
                 beat(loaded)
                 has_model.set()
-                if stream.cancelled:  # given up on while it waited for the model
+                if stream.cancelled:  # given up on while it waited for the model (or before it started)
+                    streamer.end()  # else the consumer would wait for text that never comes
                     return
                 streamer.put(torch.tensor(prompt_ids))
                 new = backend.generate(prompt_ids, settings, lambda token: streamer.put(torch.tensor([token])),
