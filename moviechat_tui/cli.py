@@ -238,7 +238,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from .core.engine import ChatEngine, EngineError
+    from .core.engine import EngineError
 
     try:
         text = sys.stdin.read() if str(args.file) == "-" else args.file.read_text(encoding="utf-8")
@@ -247,7 +247,7 @@ def cmd_import(args) -> int:
     except OSError as exc:
         raise CliError(f"cannot read {args.file}: {exc.strerror or exc}") from None
     try:
-        conversation = ChatEngine(_open_store(args)).import_json(text)
+        conversation = _open_engine(args).import_json(text)
     except EngineError as exc:
         raise CliError(f"{args.file}: {exc}; nothing was imported") from None
     out.print(f"imported {escape(str(args.file))} as conversation #{conversation.id}"
