@@ -17,7 +17,7 @@ from rich.text import Text
 
 from ..core.dialogue import BOT, USER
 from ..core.store import Conversation, Message, StoreError
-from .busy import Written, write_in_background
+from .busy import write_in_background
 from .widgets import TurnView
 
 
@@ -41,22 +41,14 @@ class TurnActions:
         conversation_id = self.conversation.id
         if event.action == "step":
             index = self.chat_log.views().index(event.view)
-            write_in_background(self, partial(self.engine.show_alternative, conversation_id, message.id,
+            write_in_background(self.app, partial(self.engine.show_alternative, conversation_id, message.id,
                                               event.argument), lambda _: self._reshow_at(index))
         elif event.action == "edit":
             self.begin_edit(message)
         elif event.action == "regenerate":
             await self._regenerate(event.view, message)
         elif event.action == "fork":
-            write_in_background(self, partial(self.engine.fork, conversation_id, message.id), self._forked)
-
-    def on_written(self, message: Written) -> None:
-        """A write of ours ended (write_in_background posts to the widget that started it)."""
-        message.stop()
-        if message.error is not None:
-            self.notify(message.error, severity="error", timeout=8, markup=False)
-        elif message.done is not None:
-            message.done(message.result)
+            write_in_background(self.app, partial(self.engine.fork, conversation_id, message.id), self._forked)
 
     def _forked(self, forked: Conversation) -> None:
         if self.screen.open_conversation(forked.id):
@@ -67,7 +59,7 @@ class TurnActions:
             rate = partial(self.engine.rate, message.id, None if message.rating == rating else rating)
         else:
             rate = partial(self.engine.rate, message.id, out_of_character=not message.out_of_character)
-        write_in_background(self, rate, view.set_message)
+        write_in_background(self.app, rate, view.set_message)
 
     async def _regenerate(self, view: TurnView, message: Message) -> None:
         if self._refuse_without_model():
