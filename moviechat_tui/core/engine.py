@@ -21,7 +21,8 @@ from .dialogue import BOT, USER, Conditioning, Turn, next_turn_prefix
 from .export import export_json, export_markdown
 from .importing import TranscriptError, import_json
 from .generation import STALL_SECONDS, ReplyStats, ReplyStream, stream_reply, warm_prefix
-from .loading import DEFAULT_SPEC, LoadedModel, ModelLoadError, load_model
+from .loading import DEFAULT_SPEC, LoadedModel, load_model
+from .model_holder import FAILED, LOADING, READY, WAITING, ModelHolder, ModelSwitch  # noqa: F401 (re-exported)
 from .settings import GenerationSettings
 from .prompting import MAX_CHAT_CONTEXT, plan_prompt, prompt_budget  # noqa: F401  (part of the engine's API)
 from .store import Conversation, Message, Store, UnknownMessage
@@ -34,7 +35,6 @@ from .user_input import (  # noqa: F401  (part of the engine's API)
 )
 from .versions import VersionActions
 
-WAITING, LOADING, READY, FAILED = "waiting", "loading", "ready", "failed"  # ChatEngine.model_status
 
 def _conditioning(persona: Conditioning, genres: list[str] | None) -> Conditioning:
     """`persona` with its genres replaced by `genres` when those are given."""
@@ -89,8 +89,9 @@ class Reply:
         return self.text
 
 
-class ChatEngine(VersionActions):
-    """Conversations, replies and the model; regenerate, edit, fork and ratings come from VersionActions."""
+class ChatEngine(VersionActions, ModelHolder):
+    """Conversations and replies; regenerate, edit, fork and ratings come from VersionActions, and the
+    model (loading, status, switching) from ModelHolder."""
 
     def __init__(
         self,
@@ -100,85 +101,19 @@ class ChatEngine(VersionActions):
         loader: Callable[[str], LoadedModel] = load_model,
         stall_seconds: float = STALL_SECONDS,
     ) -> None:
+        ModelHolder.__init__(self, model_spec or DEFAULT_SPEC, loader)
         self.store = store
         self.stall_seconds = stall_seconds  # a reply with no new token for this long ends as an error
-        self.model_spec = model_spec or DEFAULT_SPEC
         self.settings = (settings or GenerationSettings()).validate()
-        self._loader = loader
-        self._loaded: LoadedModel | None = None
-        self._load_lock = threading.Lock()  # held for the whole load
-        self._status_lock = threading.Lock()  # held to change model_status (never for long)
-        self._settled = threading.Event()  # set while no load is in progress
-        self._settled.set()
-        # The loading state machine the app, the web page and the CLI show: waiting -> loading -> ready | failed
-        # (and failed -> loading again on a retry).
-        self.model_status: str = WAITING
-        self.model_error: str | None = None  # one line, when model_status is "failed"
 
-    # --- the model ---------------------------------------------------------
-
-    def load(self) -> LoadedModel:
-        """Load the model once (the first call blocks; later calls return it).
-
-        A failed load raises (ModelLoadError, or whatever the loader raised) and may be tried again."""
-        with self._load_lock:
-            if self._loaded is None:
-                with self._status_lock:
-                    self.model_status, self.model_error = LOADING, None
-                    self._settled.clear()
-                try:
-                    loaded = self._loader(self.model_spec)
-                except Exception as exc:
-                    with self._status_lock:
-                        self.model_status, self.model_error = FAILED, self._load_error(exc)
-                        self._settled.set()
-                    raise
-                except BaseException:  # interrupted (ctrl-c): not loaded, not failed either
-                    with self._status_lock:
-                        self.model_status = WAITING
-                        self._settled.set()
-                    raise
-                with self._status_lock:
-                    self._loaded, self.model_status = loaded, READY
-                    self._settled.set()
-            return self._loaded
-
-    def load_in_background(self, on_done: Callable[[], None] | None = None) -> bool:
-        """Start loading the model on a daemon thread unless it is loading or loaded; `on_done` runs
-        on that thread when it ends (check `model_status`). Returns whether a load was started.
-
-        A daemon thread: a load can't be interrupted, and quitting mid-load must not wait for it."""
-        with self._status_lock:
-            if self.model_status in (LOADING, READY):
-                return False
-            self.model_status, self.model_error = LOADING, None
-            self._settled.clear()
-
-        def run() -> None:
-            try:
-                self.load()
-            except Exception:  # recorded in model_status / model_error
-                pass
-            if on_done is not None:
-                on_done()
-
-        threading.Thread(target=run, name="moviechat-load", daemon=True).start()
-        return True
-
-    def wait_for_model(self, timeout: float | None = None) -> bool:
-        """Wait until a load in progress ends (or `timeout` seconds); whether none is in progress now."""
-        self._settled.wait(timeout)
-        return self.model_status != LOADING
-
-    @property
-    def model_loaded(self) -> bool:
-        return self.model_status == READY
-
-    def _load_error(self, exc: Exception) -> str:
-        """One line for the user: a ModelLoadError's own message, else what failed and where."""
-        if isinstance(exc, ModelLoadError):
-            return str(exc)
-        return f"cannot load model {self.model_spec!r}: {exc}".splitlines()[0]
+    def switch_model(self, spec: str, on_done: Callable[[ModelSwitch], None] | None = None) -> ModelSwitch:
+        """Load `spec` in the background; replies use it once it is ready (one already streaming ends on
+        its model). Until then, and for good if it fails, the current model answers. `on_done(switch)`
+        is called from the loading thread."""
+        spec = " ".join((spec or "").split())
+        if not spec:
+            raise EngineError("no model spec: give one that `moviechat-tui models` lists, or a directory")
+        return self._switch(spec, on_done)
 
     # --- conversations -----------------------------------------------------
 
