@@ -16,6 +16,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from .cli_characters import add_parser as add_characters_parser
+from .cli_characters import add_persona_options, cmd_characters, persona_from_args
+from .core.dialogue import Conditioning
 from .core.paths import default_db_path
 
 out = Console(highlight=False)
@@ -60,7 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     chat = sub.add_parser("chat", parents=[_shared(model=True)], help="line-mode chat: one message per stdin line")
     chat.add_argument("--conversation", type=int, default=argparse.SUPPRESS, help="continue this conversation")
+    add_persona_options(chat)
     _decoding_options(chat)
+
+    add_characters_parser(sub, [])
 
     lst = sub.add_parser("list", parents=[_shared(model=False)], help="saved conversations, newest first")
     lst.add_argument("query", nargs="?", help="only conversations whose title or messages match")
@@ -118,6 +124,7 @@ def cmd_chat(args) -> int:
     from .core.engine import EngineError
     from .core.store import StoreError
 
+    persona = persona_from_args(args)  # before the database: an unknown name creates nothing
     interactive = sys.stdin.isatty()
     # Bytes that are not UTF-8 reach the engine as lone surrogates, which it replaces (with a notice)
     # rather than stopping the chat with a UnicodeDecodeError.
@@ -126,14 +133,20 @@ def cmd_chat(args) -> int:
     genres = [g for g in (args.genres or "").split(",") if g.strip()] or None
     conversation_id = getattr(args, "conversation", None)
     if conversation_id is not None:
-        conversation = engine.get_conversation(conversation_id)
-        if genres is not None or _any_decoding_option(args):
-            engine.update_settings(conversation_id, engine.settings, genres)
-    else:
-        conversation = engine.new_conversation(genres=genres)
+        conversation = engine.get_conversation(conversation_id)  # an unknown id fails before the load
+    # The model first: one that can't load (or ctrl-c while it loads) leaves no empty conversation behind.
     with err.status(f"loading model {escape(engine.model_spec)}…", spinner="dots") if interactive else _null():
         engine.load()
-    err.print(f"[dim]conversation #{conversation.id} · model {escape(engine.model_spec)} · db {escape(str(engine.store.path))}"
+    if conversation_id is not None:
+        if genres is not None or persona is not None or _any_decoding_option(args):
+            settings = engine.settings if _any_decoding_option(args) else None
+            conversation = engine.update_settings(conversation_id, settings, genres, persona)
+    else:
+        conversation = engine.new_conversation(genres=genres, persona=persona)
+    persona = Conditioning.from_dict(conversation.conditioning)
+    who, bot_name = persona.describe(), persona.character or "Bot"
+    err.print(f"[dim]conversation #{conversation.id}{' · ' + escape(who) if who else ''} · model "
+              f"{escape(engine.model_spec)} · db {escape(str(engine.store.path))}"
               + (" · Ctrl-C stops a reply, Ctrl-D quits" if interactive else "") + "[/]", soft_wrap=True)
     while True:
         try:
@@ -153,7 +166,7 @@ def cmd_chat(args) -> int:
             continue
         if not interactive:  # echo what was saved, so the transcript reads as a chat
             out.print(f"[bold cyan]You:[/] {escape(reply.user_message.text)}")
-        out.print("[bold magenta]Bot:[/] ", end="")
+        out.print(f"[bold magenta]{escape(bot_name)}:[/] ", end="")
         pieces = iter(reply)
         try:
             for piece in pieces:
@@ -191,6 +204,10 @@ class _null:
         return False
 
 
+def _cmd_characters(args) -> int:
+    return cmd_characters(args, out, err)
+
+
 def cmd_list(args) -> int:
     from .core.captions import display_time
 
@@ -207,13 +224,15 @@ def cmd_list(args) -> int:
 
 
 def print_transcript(conversation, messages, console: Console = out) -> None:
-    from .core.captions import SECONDS, display_time, genres_of, reply_facts
+    from .core.captions import SECONDS, display_time, reply_facts
 
-    genres = ", ".join(genres_of(conversation.conditioning))
+    persona = Conditioning.from_dict(conversation.conditioning)
     console.print(f"[bold]#{conversation.id} {escape(conversation.title or '(untitled)')}[/]  "
-                  f"[dim]{escape(conversation.model_spec)}{' · ' + escape(genres) if genres else ''}[/]")
+                  f"[dim]{escape(' · '.join(p for p in (conversation.model_spec, persona.describe()) if p))}[/]",
+                  soft_wrap=True)
+    bot = f"[bold magenta]{escape(persona.character or 'Bot')}[/]"
     for m in messages:
-        who = "[bold cyan]You[/]" if m.role == "user" else "[bold magenta]Bot[/]"
+        who = "[bold cyan]You[/]" if m.role == "user" else bot
         meta = [display_time(m.created_at, SECONDS), *reply_facts(m)] + ([m.status] if m.status != "complete" else [])
         console.print(f"{who} [dim]{escape(' · '.join(meta))}[/]")
         console.print(escape(m.text), soft_wrap=True)
@@ -319,13 +338,14 @@ def _passthrough(args) -> list[str]:
     return extra
 
 
-COMMANDS = {"chat": cmd_chat, "list": cmd_list, "replay": cmd_replay, "export": cmd_export, "import": cmd_import,
-            "search": cmd_search, "models": cmd_models, "web": cmd_web}
+COMMANDS = {"chat": cmd_chat, "characters": _cmd_characters, "list": cmd_list, "replay": cmd_replay,
+            "export": cmd_export, "import": cmd_import, "search": cmd_search, "models": cmd_models, "web": cmd_web}
 
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
+    from .core.cast import CastError
     from .core.engine import EngineError
     from .core.settings import SettingsError
     from .core.loading import ModelLoadError
@@ -335,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command is None:
             return _run_app(args)
         return COMMANDS[args.command](args)
-    except (CliError, EngineError, SettingsError, ModelLoadError, StoreError) as exc:
+    except (CliError, CastError, EngineError, SettingsError, ModelLoadError, StoreError) as exc:
         err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)  # one line, however long
         return 2
     except KeyboardInterrupt:

@@ -124,6 +124,13 @@ class Cast:
         hint = "add --movie TITLE" if len(films) > 1 else "give the full name"
         raise CastError(f"{name!r} matches {len(hits)} characters{where}: {listed}{', ...' if len(hits) > 6 else ''}; {hint}")
 
+    def suggest(self, query: str, n: int = 5) -> list[str]:
+        """Film titles and character names closest to `query` (for "nothing matches" messages)."""
+        films = _closest(query, [m.title for m in self.movies], n)
+        if len(films) >= n:
+            return films
+        return films + _closest(query, [c.name for m in self.movies for c in m.characters], n - len(films))
+
     def persona(self, character: str, movie: str | None = None, partner: str | None = None) -> Conditioning:
         """The Conditioning for talking with `character` (of `movie`), the user playing `partner`.
 

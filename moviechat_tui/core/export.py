@@ -21,8 +21,10 @@ import json
 import re
 from dataclasses import asdict
 
+from dataclasses import replace
+
 from .captions import genres_of
-from .dialogue import USER
+from .dialogue import USER, Conditioning
 from .store import Conversation, Message
 
 FORMAT = "moviechat-conversation"
@@ -59,6 +61,9 @@ def export_markdown(conversation: Conversation, messages: list[Message]) -> str:
         f"- genres: {genres}",
         "",
     ]
+    persona = Conditioning.from_dict(conversation.conditioning)
+    if persona.has_persona:  # who the bot played, to whom, in which film (the genres have their line)
+        lines.insert(-1, f"- persona: {_escape_markdown(replace(persona, genres=()).describe())}")
     for m in messages:
         speaker = "You" if m.role == USER else "Bot"
         notes = [] if m.status == "complete" else [m.status]
