@@ -201,3 +201,33 @@ def test_regenerate_move_between_versions_and_rate(server, browser):
             rating = store.get_message(first.id).rating
     assert rating == "up"
     page.context.close()
+
+
+def choose(page, label: str, typed: str, option: str) -> None:
+    """Type into a sidebar selectbox and click the option, as a user picks from a long list."""
+    page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").filter(has_text=label).click()
+    page.keyboard.type(typed)
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_pick_who_you_talk_to(server, browser):
+    url, db = server
+    page = new_page(browser, url)
+    set_max_new_tokens(page, 4)
+    choose(page, "Film", "casabl", "Casablanca (1942)")
+    genres = page.get_by_test_id("stSidebar").get_by_test_id("stMultiSelect")
+    expect(genres).to_contain_text("romance", timeout=WAIT_MS)  # the film's genres: it is applied
+    choose(page, "Character", "ric", "Rick")
+    you = page.get_by_test_id("stSidebar").get_by_role("textbox", name="You are")
+    you.fill("Ilsa")
+    you.press("Enter")
+    heading = page.get_by_test_id("stMainBlockContainer")
+    expect(heading).to_contain_text("Rick (to Ilsa) · Casablanca (1942) · drama, romance, war", timeout=WAIT_MS)
+    send(page, "Play it, Sam.")
+    with Store(db) as store:
+        conversation = next(c for c in store.list_conversations() if c.title == "Play it, Sam.")
+    assert conversation.conditioning == {"character": "Rick", "partner": "Ilsa", "movie": "Casablanca",
+                                         "year": 1942, "genres": ["drama", "romance", "war"]}
+    label = page.get_by_test_id("stSidebar").get_by_role("button", name="Play it, Sam")
+    expect(label).to_contain_text("Rick")
+    page.context.close()

@@ -19,9 +19,12 @@ if _ROOT not in sys.path:  # `streamlit run web/app.py` puts web/ on sys.path, n
 
 from moviechat_tui.core.captions import genres_of
 from moviechat_tui.core.engine import FAILED, MAX_MESSAGE_CHARS, READY, ChatEngine, EngineError, Reply
+from moviechat_tui.core.dialogue import Conditioning
 from moviechat_tui.core.settings import DESCRIPTIONS, GenerationSettings, Setting, SettingsError
 from moviechat_tui.core.store import Conversation, StoreError, UnknownConversation
 from web.markup import markdown_pieces, text_to_markdown
+from web.models import model_panel
+from web.persona import persona_for_new, persona_panel
 from web.resources import PageConfig, forget_model_error, page_config, shared_engine
 from web.session import CURRENT, flash, open_conversation, show_flashes, show_in_url
 from web.turns import short_time, show_message, start_pending
@@ -104,10 +107,11 @@ def settings_panel(engine: ChatEngine, current: Conversation | None) -> None:
     with st.expander("Decoding settings"):
         for setting in DESCRIPTIONS:
             setting_widget(setting, getattr(stored, setting.name), _setting_key(setting.name, cid), save)
-    stored_genres = genres_of(current.conditioning) if current else []
+    stored_genres = genres_of(current.conditioning) if current else list(persona_for_new().genres)
+    key = f"genres:{cid or 'new'}"
+    chosen = st.session_state.setdefault(key, stored_genres)  # or a film's, just picked (web/persona.py)
     st.multiselect(
-        "Genre steering", sorted(set(GENRES) | set(stored_genres)), default=stored_genres,
-        key=f"genres:{cid or 'new'}", placeholder="no genres",
+        "Genre steering", sorted(set(GENRES) | set(stored_genres) | set(chosen)), key=key, placeholder="no genres",
         help="the movie genres the reply should sound like",
         **({"on_change": _save_genres, "args": (engine, cid)} if current else {}),
     )
@@ -139,10 +143,13 @@ def sidebar(engine: ChatEngine, config: PageConfig, current: Conversation | None
                           label_visibility="collapsed", icon=":material/search:").strip()
     conversations = engine.list_conversations(query=query or None, limit=LIST_LIMIT + 1)
     for c in conversations[:LIST_LIMIT]:
+        persona = Conditioning.from_dict(c.conditioning)
+        who = persona.character or persona.movie
         st.button(
-            text_to_markdown(c.title or f"Untitled #{c.id}"), key=f"open:{c.id}", width="stretch",
-            type="secondary" if current and c.id == current.id else "tertiary",
-            help=text_to_markdown(f"#{c.id} · {c.message_count} messages · updated {short_time(c.updated_at)}"),
+            text_to_markdown(c.title or f"Untitled #{c.id}") + (f" :gray[· {text_to_markdown(who)}]" if who else ""),
+            key=f"open:{c.id}", width="stretch", type="secondary" if current and c.id == current.id else "tertiary",
+            help=text_to_markdown(f"#{c.id} · {c.message_count} messages · updated {short_time(c.updated_at)}"
+                                  + (f" · {persona.describe()}" if persona.has_persona else "")),
             on_click=open_conversation, args=(c.id,),
         )
     if not conversations:
@@ -163,26 +170,29 @@ def sidebar(engine: ChatEngine, config: PageConfig, current: Conversation | None
                 yes, no = st.columns(2)
                 yes.button("Delete", type="primary", on_click=_delete, args=(engine, current.id))
                 no.button("Keep", on_click=lambda: st.session_state.update(confirm_delete=False))
+    persona_panel(engine, current)
     settings_panel(engine, current)
-    model = engine.load().name if engine.model_loaded else config.model_spec
+    model_panel(engine)
+    model = engine.load().name if engine.model_loaded else engine.model_spec
     st.caption(text_to_markdown(f"model: {model}\ndatabase: {config.db_path}"))
 
 
 # --- the main area -------------------------------------------------------------------------
 
 
-def ensure_model(engine: ChatEngine, config: PageConfig) -> str | None:
+def ensure_model(engine: ChatEngine) -> str | None:
     """Load the model (once per process); show and return the error if it can't be loaded."""
     if engine.model_status != READY:
-        with st.spinner(f"Loading the model {config.model_spec}… (the first time takes a while)"):
+        with st.spinner(f"Loading the model {engine.model_spec}… (the first time takes a while)"):
             try:
                 engine.load()
             except Exception:  # engine.model_status is "failed", with the reason in one line
                 pass
     if engine.model_status == FAILED:
         st.error(text_to_markdown(f"The model can't be loaded: {engine.model_error}"), icon=":material/error:")
-        st.caption("Saved conversations can still be read and replayed.")
-        st.button("Try loading again", on_click=forget_model_error, args=(config.model_spec,))
+        st.caption("Saved conversations can still be read and replayed, and another model can be picked "
+                   "in the sidebar.")
+        st.button("Try loading again", on_click=forget_model_error, args=(engine.model_spec,))
         return engine.model_error
     return None
 
@@ -190,7 +200,10 @@ def ensure_model(engine: ChatEngine, config: PageConfig) -> str | None:
 def header(engine: ChatEngine, current: Conversation) -> str:
     """Title, details, view switch and downloads; returns the view ("Chat" or "Replay")."""
     st.subheader(text_to_markdown(current.title or f"Untitled #{current.id}"), anchor=False)
-    genres = ", ".join(genres_of(current.conditioning)) or "no genres"
+    persona = Conditioning.from_dict(current.conditioning)
+    if persona.has_persona:
+        st.markdown(f":material/theater_comedy: {text_to_markdown(persona.describe())}")
+    genres = ", ".join(persona.genres) or "no genres"
     st.caption(text_to_markdown(f"#{current.id} · {current.message_count} messages · started "
                                 f"{short_time(current.created_at)} · {current.model_spec} · {genres}"))
     view_col, md_col, json_col = st.columns([2, 1, 1], vertical_alignment="center")
@@ -222,7 +235,7 @@ def reply_to(engine: ChatEngine, current: Conversation | None, text: str) -> Non
     try:
         if current is None:  # the engine saves it with the new-conversation settings, once the text is sendable
             reply = engine.send(None, text, settings_from_widgets(engine.settings, None),
-                                genres=st.session_state.get("genres:new"))
+                                genres=st.session_state.get("genres:new"), persona=persona_for_new())
             open_conversation(reply.conversation_id)
         else:
             reply = engine.send(current.id, text)
@@ -264,13 +277,15 @@ def main() -> None:
     with st.sidebar:
         sidebar(engine, config, current)
     show_flashes()
-    model_error = ensure_model(engine, config)
+    model_error = ensure_model(engine)
     view = header(engine, current) if current else "Chat"
     if view == "Replay":
         replay(engine, current)
         return
     if current is None:
         st.subheader("New conversation", anchor=False)
+        if persona_for_new().has_persona:
+            st.markdown(f":material/theater_comedy: {text_to_markdown(persona_for_new().describe())}")
         st.caption("Talk with characters from 600 films. Say something below to start a conversation; "
                    "saved conversations (from here or the terminal app) are in the sidebar.")
     # A regenerate or an edit asked for by a button: saved now, streamed below the branch it starts.
