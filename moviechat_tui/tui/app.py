@@ -28,21 +28,23 @@ from .screens import HelpScreen
 
 # (keys, what they do): the help screen and docs/tui.md list these.
 KEYS = [
-    ("enter", "send the message"),
+    ("enter", "send the message (while a reply streams, it waits and goes out when the reply ends)"),
     ("ctrl+j / alt+enter", "new line in the message"),
     ("esc", "stop the reply (the text so far is kept, marked cancelled) · cancel an edit"),
-    ("↑ in an empty box", "edit your last message (sent as a new version)"),
+    ("↑ in an empty box", "edit your last message (sent as a new version) · take back a message that waits"),
     ("ctrl+r", "regenerate the last reply (the old one stays a version away)"),
     ("shift+tab, click", "select a message: ← → its versions · e edit · r regenerate · f fork · + / - rate"
-                         " · o out of character · ↑ ↓ other messages · esc back"),
+                         " · o out of character · c copy · ↑ ↓ other messages · esc back"),
     ("ctrl+n", "new conversation"),
     ("ctrl+b", "show / hide saved conversations"),
     ("ctrl+f", "search saved conversations"),
     ("ctrl+o", "replay this conversation"),
     ("ctrl+s", "settings: temperature, top-p, top-k, penalties, length, genres"),
+    ("f2", "who you talk to: a film and one of its characters, or names you type"),
+    ("f3", "copy the last reply (ctrl+p → Copy conversation copies it all)"),
     ("ctrl+t", "light / dark theme"),
     ("pgup / pgdn", "scroll the conversation"),
-    ("ctrl+p", "command palette: every action, and open any saved conversation"),
+    ("ctrl+p", "command palette: every action (Switch model, Copy conversation…), open any saved conversation"),
     ("f1", "this help"),
     ("ctrl+q", "quit (everything is already saved)"),
     ("", ""),
@@ -54,9 +56,10 @@ GUIDE = (
     "Every message is saved as it is written, so quitting (or a crash) mid-reply loses nothing. "
     "Nothing is overwritten: a regenerated reply or an edited message is a new version beside the old "
     "one (‹ 2/3 ›), and the bot answers from the versions on screen. "
-    "Settings belong to the conversation: its replay shows what produced each reply. "
-    "The model is chosen at start: restart with --model SPEC to change it "
-    "(moviechat-tui models lists the specs)."
+    "Settings and who you talk to belong to the conversation: its replay shows what produced each reply. "
+    "ctrl+p → Switch model loads another model (any spec `moviechat-tui models` lists, or a directory) "
+    "while the current one keeps answering. Copying uses the terminal's clipboard (OSC 52) and also "
+    "writes the text to a file, in case the terminal ignores it."
 )
 
 

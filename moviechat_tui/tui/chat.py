@@ -20,13 +20,14 @@ from textual.widgets import Button, Static
 from textual.worker import get_current_worker
 
 from ..core.captions import genres_of
-from ..core.dialogue import BOT, USER
+from ..core.dialogue import BOT, USER, Conditioning
 from ..core.engine import FAILED, LOADING, ChatEngine, EngineError, Reply, clean_user_text
 from ..core.settings import GenerationSettings
 from ..core.loading import ModelLoadError
 from ..core.store import Conversation, Message, StoreError, utc_now
 from .busy import write_in_background
 from .format import literal
+from .outbox import Outbox
 from .turn_actions import TurnActions
 from .widgets import ChatInput, ChatLog, MessageView, TurnView
 
@@ -66,6 +67,8 @@ class Chat(TurnActions, Vertical):
         self.conversation: Conversation | None = None
         self.settings: GenerationSettings = engine.settings
         self.genres: list[str] = []
+        self.persona = Conditioning()  # who the bot plays (its genres are self.genres)
+        self.outbox = Outbox()  # messages sent while a reply streams
         self.reply: Reply | None = None
         self.generating = False
         self.last_speed: float | None = None
@@ -94,9 +97,10 @@ class Chat(TurnActions, Vertical):
         if conversation is not None:
             self.settings = self.engine.settings_for(conversation)
             self.genres = genres_of(conversation.conditioning)
+            self.persona = Conditioning.from_dict(conversation.conditioning)
         self.end_edit()
         failed = self.engine.model_status == FAILED
-        self.chat_log.show(messages, None if failed else self._hint())
+        self.chat_log.show(messages, None if failed else self._hint(), self.persona.character)
         if failed:
             self.chat_log.mount(Static(self._failure_text(), classes="load-error"))
         bot = [m for m in messages if m.role == BOT and m.token_count and m.latency_ms]
@@ -140,9 +144,31 @@ class Chat(TurnActions, Vertical):
         write_in_background(self.app, partial(self.engine.update_settings, self.conversation.id, settings, genres),
                             saved)
 
+    def apply_persona(self, persona: Conditioning) -> None:
+        """Who the bot plays, from the next reply on: shown now, stored with the conversation on a worker."""
+        self._show_persona(persona)
+        if self.conversation is None:
+            return
+
+        def saved(conversation: Conversation) -> None:
+            if self.conversation is not None and self.conversation.id == conversation.id:
+                self.conversation = conversation
+                self._show_persona(Conditioning.from_dict(conversation.conditioning))
+
+        write_in_background(self.app, partial(self.engine.update_settings, self.conversation.id, persona=persona),
+                            saved)
+
+    def _show_persona(self, persona: Conditioning) -> None:
+        self.persona, self.genres = persona, list(persona.genres)
+        for view in self.chat_log.views():  # the conversation's character speaks its replies
+            if view.role == BOT:
+                view.relabel(persona.character)
+        self.post_message(self.Changed())
+
     def _hint(self) -> Text:
         text = Text("A new conversation. ", style="bold")
-        text.append("Type below and press enter; the bot answers like a movie character.\n"
+        text.append("Type below and press enter; the bot answers like a movie character "
+                    "(f2 picks which one, from 617 films).\n"
                     "ctrl+b saved conversations · ctrl+s settings · f1 keys · ctrl+p every command")
         return text
 
@@ -150,7 +176,7 @@ class Chat(TurnActions, Vertical):
         text = Text("The model did not load: ", style="bold")
         text.append_text(literal(self.engine.model_error or ""))
         text.append("\nSaved conversations can still be browsed (ctrl+b) and replayed (ctrl+o). "
-                    "Restart with --model SPEC to try another model.")
+                    "ctrl+p → Switch model tries another.")
         return text
 
     # --- talking ----------------------------------------------------------------------------------
@@ -173,22 +199,31 @@ class Chat(TurnActions, Vertical):
         if not text.strip():
             event.chat_input.clear()
             return  # empty messages are ignored
-        if self.refuse_while_replying() or self._refuse_without_model():
-            return
         try:
             text = clean_user_text(text)
         except EngineError as exc:
             self.notify(str(exc), severity="error", timeout=8, markup=False)
             return
+        if self.generating:  # it waits for the reply to end, said in the banner (enter used to do nothing)
+            self.outbox.put(text)
+            event.chat_input.clear()
+            self._show_outbox()
+            return
+        if self._refuse_without_model():
+            return
+        event.chat_input.clear()
+        await self._send(text)
+
+    async def _send(self, text: str) -> None:
+        """Show `text` and its reply-to-be, and start the reply (an edit's, when editing)."""
         log = self.chat_log
         if self.editing and self.conversation is not None:
             start = partial(await self.edit_start(), text)
         elif self.conversation is not None:
             start = partial(self.engine.send, self.conversation.id, text)
-        else:  # saved, with the settings and genres chosen for it, on the worker: the database may be busy
-            start = partial(self.engine.send, None, text, self.settings, genres=list(self.genres))
-        event.chat_input.clear()
-        bot = TurnView(BOT, status="partial")
+        else:  # saved, with the settings, genres and persona chosen for it, on the worker: the database may be busy
+            start = partial(self.engine.send, None, text, self.settings, genres=list(self.genres), persona=self.persona)
+        bot = TurnView(BOT, status="partial", speaker=self.persona.character)
         await log.add(TurnView(USER, text, created_at=utc_now()), bot)
         self._start_reply(start, bot, text)
 
@@ -203,11 +238,16 @@ class Chat(TurnActions, Vertical):
         self.end_edit()
         for view in log.views()[index + 1:]:
             await view.remove()
-        bot = TurnView(BOT, status="partial")
+        bot = TurnView(BOT, status="partial", speaker=self.persona.character)
         await log.add(bot)
         self._start_reply(partial(self.engine.regenerate, self.conversation.id), bot)
 
     def edit_last(self) -> None:
+        if self.outbox:  # ↑ takes back what waits to be sent
+            self.chat_input.text = "\n".join(t for t in (self.outbox.take_back(), self.chat_input.text) if t)
+            self.chat_input.move_cursor(self.chat_input.document.end)
+            self._show_outbox()
+            return
         if self.refuse_while_replying() or self.conversation is None:
             return
         last = next((v for v in reversed(self.chat_log.views()) if v.role == USER), None)
@@ -234,6 +274,29 @@ class Chat(TurnActions, Vertical):
     @property
     def edit_banner(self) -> Static:
         return self.query_one("#edit-banner", Static)
+
+    def end_edit(self) -> None:
+        super().end_edit()
+        self._show_outbox()  # a message waiting to be sent keeps its banner
+
+    def _show_outbox(self) -> None:
+        """The banner says what waits to be sent (or hides, when nothing does and no edit is on)."""
+        banner = self.query_one("#edit-banner", Static)
+        if self.outbox:
+            banner.update(self.outbox.banner())
+        banner.display = bool(self.outbox) or self.editing
+
+    async def _send_waiting(self) -> None:
+        """After a reply: the oldest waiting message goes out (back into the box if it can't)."""
+        text = self.outbox.take()
+        self._show_outbox()
+        if text is None:
+            return
+        if self._refuse_without_model():
+            self.chat_input.text = "\n".join(t for t in (text, self.outbox.take_back(), self.chat_input.text) if t)
+            self._show_outbox()
+            return
+        await self._send(text)
 
     def stop(self) -> None:
         if self.generating:
@@ -302,8 +365,9 @@ class Chat(TurnActions, Vertical):
         self.query_one("#stop", Button).display = False
         if reply is None:  # nothing was saved (say, the database was locked): show what is stored
             self.notify(error or "the message was not sent", severity="error", timeout=8, markup=False)
-            if self._sent_text and not self.chat_input.text:
-                self.chat_input.text = self._sent_text
+            # What was sent, what waited after it, and what is being typed: all in the box, nothing lost.
+            parts = (self._sent_text, self.outbox.take_back(), self.chat_input.text)
+            self.chat_input.text = "\n".join(t for t in parts if t)
             self.reshow()
             self.post_message(self.Changed())
             return
@@ -318,3 +382,5 @@ class Chat(TurnActions, Vertical):
         self.reload_conversation()
         self.sync_turns()
         self.post_message(self.Changed())
+        if self.outbox:
+            self.call_later(self._send_waiting)

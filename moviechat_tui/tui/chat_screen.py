@@ -6,6 +6,7 @@ screen decides which conversation it shows and keeps the status line and the sid
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import partial
 
 from rich.text import Text
@@ -21,6 +22,7 @@ from ..core.engine import FAILED, LOADING, WAITING, ChatEngine, EngineError
 from ..core.store import Conversation, StoreError
 from .busy import write_in_background
 from .chat import Chat
+from .chat_tools import TOOL_COMMANDS, ChatTools
 from .format import literal
 from .replay import ReplayScreen
 from .screens import ConfirmScreen, PromptScreen, SettingsScreen
@@ -45,6 +47,7 @@ COMMANDS = [
      "fork_current"),
     ("Stop reply", "Stop the reply being written (esc)", "stop"),
     ("Settings", "Decoding settings and genres of this conversation (ctrl+s)", "settings"),
+    *TOOL_COMMANDS,
     ("Toggle light/dark theme", "Switch between the light and dark theme (ctrl+t)", "app.toggle_theme"),
     ("Help", "Keys and a short guide (f1)", "app.help"),
 ]
@@ -54,7 +57,7 @@ class ModelLoadDone(TextualMessage):
     """The engine's background load ended (engine.model_status says how)."""
 
 
-class ChatScreen(Screen):
+class ChatScreen(ChatTools, Screen):
     BINDINGS = [
         Binding("escape", "stop", "Stop"),
         Binding("escape", "cancel_edit", "Cancel edit"),
@@ -63,6 +66,8 @@ class ChatScreen(Screen):
         Binding("ctrl+r", "regenerate", "Retry"),
         Binding("ctrl+o", "replay", "Replay"),
         Binding("ctrl+s", "settings", "Settings"),
+        Binding("f2", "persona", "Character", show=False),  # the footer is full at 80 columns: the hint says it
+        Binding("f3", "copy_reply", "Copy reply", show=False),
         Binding("ctrl+f", "search", "Search", show=False),
         Binding("pageup", "scroll_chat(-1)", "Scroll up", show=False, priority=True),
         Binding("pagedown", "scroll_chat(1)", "Scroll down", show=False, priority=True),
@@ -152,6 +157,9 @@ class ChatScreen(Screen):
         else:
             title.append(f"#{c.id} ", style="dim")
             title.append_text(literal(c.title or "(untitled)", "bold"))
+        who = replace(chat.persona, genres=()).describe()
+        if who:  # the genres are with the settings, on the right
+            title.append_text(literal(f" · {who}", "italic"))
         spec = self.engine.model_spec
         info = Text()
         if chat.generating:
@@ -162,6 +170,7 @@ class ChatScreen(Screen):
             info.append_text(literal(f"{spec} failed to load", "bold red"))
         else:
             info.append_text(literal(spec, "bold"))
+        info.append_text(literal(self.switch_note(), "italic"))
         if chat.last_speed:
             info.append(f" · {chat.last_speed:.1f} tok/s")
         info.append_text(literal(f" · {settings_summary(chat.settings, chat.genres)}"))
@@ -364,7 +373,7 @@ class ChatScreen(Screen):
     def action_settings(self) -> None:
         model = Text("Model".ljust(21))
         model.append_text(literal(self.engine.model_spec, "bold"))
-        model.append("\n(fixed for this session: restart with --model SPEC to change it)", style="dim")
+        model.append("\n(ctrl+p → Switch model loads another while this one answers)", style="dim")
         scope = f"of conversation #{self.conversation.id}" if self.conversation else "of the new conversation"
         chat = self.chat
         self.app.push_screen(SettingsScreen(chat.settings, chat.genres, model, chat.apply_settings, scope),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from rich.text import Text
 from textual.binding import Binding
@@ -10,7 +11,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from ..core.captions import SECONDS, display_time, genres_of, reply_facts, settings_summary
-from ..core.dialogue import BOT
+from ..core.dialogue import BOT, Conditioning
 from ..core.store import Conversation, Message
 from .format import literal
 from .widgets import ChatLog, MessageView
@@ -96,9 +97,10 @@ class ReplayScreen(Screen[int]):
             self.current.set_text(message.text[: int(self.chars)])
 
     def _start_turn(self, message: Message) -> None:
+        bot_name = Conditioning.from_dict(self.conversation.conditioning).character if message.role == BOT else ""
         self.current = MessageView(message.role, "", created_at=message.created_at, status="partial",
-                                   time_format=SECONDS,
-                                   detail=turn_detail(message, self.conversation.settings), message=message)
+                                   time_format=SECONDS, speaker=bot_name, message=message,
+                                   detail=turn_detail(message, self.conversation.settings))
         self.chars = 0.0
         log = self.query_one("#replay-log", ChatLog)
         log.mount(self.current)
@@ -158,6 +160,9 @@ class ReplayScreen(Screen[int]):
         header.append_text(literal(f"#{c.id} {c.title or '(untitled)'}", "bold"))
         header.append(f"  turn {min(self.turn + (self.current is not None), len(self.messages))}/{len(self.messages)}"
                       f"  {state}\n")
+        persona = Conditioning.from_dict(c.conditioning)
+        if persona.has_persona:  # who the bot played (the genres are with the settings below)
+            header.append_text(literal(replace(persona, genres=()).describe() + "\n", "italic"))
         header.append_text(literal(f"started {display_time(c.created_at)} · model {c.model_spec}"
                                    f" · {settings_summary(c.settings, genres_of(c.conditioning))}", "dim"))
         if not self.messages:

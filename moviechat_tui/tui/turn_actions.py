@@ -1,5 +1,5 @@
 """What the keys of a selected message do (see TurnView): step between its versions (‹ ›), edit it
-and send it as a new version, regenerate a reply, fork the conversation there, rate a reply.
+and send it as a new version, regenerate a reply, fork the conversation there, rate a reply, copy it.
 
 TurnActions is a mixin of the Chat widget (chat.py). It relies on the Chat's `engine`,
 `conversation`, `chat_log`, `chat_input`, `edit_banner` and on refuse_while_replying(),
@@ -18,6 +18,7 @@ from rich.text import Text
 from ..core.dialogue import BOT, USER
 from ..core.store import Conversation, Message, StoreError
 from .busy import write_in_background
+from .clipboard import copy_text
 from .widgets import TurnView
 
 
@@ -30,6 +31,9 @@ class TurnActions:
 
     async def on_turn_view_act(self, event: TurnView.Act) -> None:
         event.stop()
+        if event.action == "copy":
+            copy_text(self.app, event.view.text, "the reply" if event.view.role == BOT else "your message")
+            return
         message = event.view.message
         if self.conversation is None or message is None:
             return
@@ -67,7 +71,7 @@ class TurnActions:
         self.end_edit()
         for later in self.chat_log.views()[self.chat_log.views().index(view):]:
             await later.remove()
-        bot = TurnView(BOT, status="partial")
+        bot = TurnView(BOT, status="partial", speaker=self.persona.character)
         await self.chat_log.add(bot)
         bot.focus()  # selected, so ← compares it with the earlier reply once it is written
         self._start_reply(partial(self.engine.regenerate, self.conversation.id, message_id=message.id), bot)

@@ -17,7 +17,7 @@ from textual.widgets import Input, OptionList, Static, TextArea
 from textual.widgets.option_list import Option
 
 from ..core.captions import CLOCK, display_time
-from ..core.dialogue import BOT, USER
+from ..core.dialogue import BOT, USER, Conditioning
 from ..core.store import Conversation, Message
 from .format import SPEAKERS, literal
 
@@ -28,23 +28,26 @@ class MessageView(Vertical):
     """One message: a speaker/time line over the text; a bot reply grows as it streams."""
 
     def __init__(self, role: str, text: str = "", *, created_at: str | None = None, status: str = "complete",
-                 note: str = "", detail: str = "", time_format: str = CLOCK, message: Message | None = None) -> None:
+                 note: str = "", detail: str = "", time_format: str = CLOCK, message: Message | None = None,
+                 speaker: str = "") -> None:
         super().__init__(classes=f"message {role}")
         self.role, self.text, self.created_at, self.status, self.note = role, text, created_at, status, note
         self.detail, self.time_format = detail, time_format
         self.message = message  # the stored message (None until it is saved)
+        self.speaker = speaker.upper() if speaker else SPEAKERS.get(role, role.upper())  # the character's name
         self.set_class(status != "complete", f"-{status}")
 
     @classmethod
-    def of(cls, message: Message) -> "MessageView":
-        return cls(message.role, message.text, created_at=message.created_at, status=message.status, message=message)
+    def of(cls, message: Message, bot_name: str = "") -> "MessageView":
+        return cls(message.role, message.text, created_at=message.created_at, status=message.status, message=message,
+                   speaker=bot_name if message.role != USER else "")
 
     def compose(self):
         yield Static(self._meta(), classes="meta")
         yield Static(self._body(), classes="body")
 
     def _meta(self) -> Text:
-        meta = Text(SPEAKERS.get(self.role, self.role.upper()), style="bold")
+        meta = literal(self.speaker, "bold")
         if self.created_at:
             meta.append(f"  {display_time(self.created_at, self.time_format)}", style="dim")
         if self.detail:
@@ -65,6 +68,10 @@ class MessageView(Vertical):
         if self.is_mounted:
             self.query_one(".meta", Static).update(self._meta())
             self.query_one(".body", Static).update(self._body())
+
+    def relabel(self, speaker: str) -> None:
+        self.speaker = speaker.upper() if speaker else SPEAKERS.get(self.role, self.role.upper())
+        self._refresh()
 
     def append(self, piece: str) -> None:
         self.set_text(self.text + piece)
@@ -119,11 +126,13 @@ class TurnView(MessageView):
         Binding("plus,equals_sign", "act('rate', 'up')", "Good", key_display="+"),
         Binding("minus", "act('rate', 'down')", "Bad", key_display="-"),
         Binding("o", "act('out_of_character')", "Out of character"),
+        Binding("c", "act('copy')", "Copy"),
         Binding("up,k", "move(-1)", "Previous", show=False),
         Binding("down,j", "move(1)", "Next", show=False),
         Binding("escape", "screen.focus_input", "Back", show=False),
     ]
-    ACTIONS = {"step": None, "fork": None, "edit": USER, "regenerate": BOT, "rate": BOT, "out_of_character": BOT}
+    ACTIONS = {"step": None, "fork": None, "edit": USER, "regenerate": BOT, "rate": BOT, "out_of_character": BOT,
+               "copy": None}
 
     @dataclass
     class Act(TextualMessage):
@@ -154,11 +163,11 @@ class TurnView(MessageView):
 class ChatLog(VerticalScroll):
     """The conversation, oldest at the top; stays scrolled to the bottom while a reply streams."""
 
-    def show(self, messages: list[Message], hint: Text | None = None) -> None:
+    def show(self, messages: list[Message], hint: Text | None = None, bot_name: str = "") -> None:
         self.remove_children()
         if hint is not None and not messages:
             self.mount(Static(hint, classes="hint"))
-        self.mount_all([TurnView.of(m) for m in messages])
+        self.mount_all([TurnView.of(m, bot_name) for m in messages])
         self.scroll_end(animate=False)
         self.anchor()
 
@@ -231,7 +240,13 @@ def conversation_label(conversation: Conversation, current: bool) -> Text:
     title = literal(conversation.title or "(untitled)", style="bold" if current else "")
     title.truncate(LABEL_WIDTH, overflow="ellipsis")
     meta = f"{display_time(conversation.updated_at)} · {conversation.message_count} msg"
-    return Text.assemble(("▶ " if current else "  "), title, "\n  ", (meta, "dim"))
+    label = Text.assemble(("▶ " if current else "  "), title, "\n  ", (meta, "dim"))
+    persona = Conditioning.from_dict(conversation.conditioning)
+    if persona.character or persona.movie:  # who the bot plays, on a line of its own
+        who = literal(" · ".join(p for p in (persona.character, persona.movie) if p), "italic dim")
+        who.truncate(LABEL_WIDTH, overflow="ellipsis")
+        label.append_text(Text.assemble("\n  ", who))
+    return label
 
 
 class ConversationList(OptionList):
