@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict
-
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 from .captions import genres_of
 from .dialogue import USER, Conditioning
