@@ -212,6 +212,21 @@ def pick_samples(corpus: Corpus, sources: Sequence[tuple[int, int]], n: int, see
     return samples
 
 
+def engine_reply(loaded: LoadedModel, turns, conditioning: Conditioning, settings: GenerationSettings):
+    """One reply to `turns`, made as the chat engine makes it (plan_prompt, then stream_reply),
+    drained; returns the finished ReplyStream (text and stats)."""
+    from moviechat_tui.core.engine import plan_prompt
+
+    prompt, settings = plan_prompt(loaded, list(turns), conditioning, settings)
+    stream = stream_reply(loaded, prompt.ids, settings)
+    try:
+        for _ in stream:
+            pass
+    finally:
+        stream.close()
+    return stream
+
+
 class EngineReplies:
     """The chat engine's decoding as a ReplyGenerator: same window, prompt fitting and settings."""
 
@@ -222,16 +237,7 @@ class EngineReplies:
         self.seconds = 0.0
 
     def __call__(self, sample: EvalSample) -> str:
-        from moviechat_tui.core.engine import plan_prompt
-
-        loaded = self.loaded
-        prompt, settings = plan_prompt(loaded, list(sample.context), sample.conditioning, self.settings.replace(seed=sample.seed))
-        stream = stream_reply(loaded, prompt.ids, settings)
-        try:
-            for _ in stream:
-                pass
-        finally:
-            stream.close()
+        stream = engine_reply(self.loaded, sample.context, sample.conditioning, self.settings.replace(seed=sample.seed))
         self.new_tokens += stream.stats.new_tokens
         self.seconds += stream.stats.seconds
         return stream.text

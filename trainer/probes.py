@@ -165,22 +165,10 @@ ReplySampler = Callable[[Probe, int], str]  # (probe, seed) -> reply text
 
 def engine_sampler(loaded, settings: GenerationSettings | None = None) -> ReplySampler:
     """Replies as the chat engine makes them: its window, prompt fitting and decoding settings."""
-    from moviechat_tui.core.engine import plan_prompt
-    from moviechat_tui.core.generation import stream_reply
+    from trainer.evaluate import engine_reply
 
     base = (settings or GenerationSettings()).validate()
-
-    def sample(probe: Probe, seed: int) -> str:
-        prompt, settings = plan_prompt(loaded, list(probe.turns), probe.conditioning, base.replace(seed=seed))
-        stream = stream_reply(loaded, prompt.ids, settings)
-        try:
-            for _ in stream:
-                pass
-        finally:
-            stream.close()
-        return stream.text
-
-    return sample
+    return lambda probe, seed: engine_reply(loaded, probe.turns, probe.conditioning, base.replace(seed=seed)).text
 
 
 def run_probes(loaded, seeds: int = 3, probe_seed: int = 0, sampler: ReplySampler | None = None,
