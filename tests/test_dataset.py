@@ -212,9 +212,10 @@ def test_persona_dropout_leaves_parts_out_of_training_prompts_only(corpus, chatm
     assert val.n_tokens == val_full.n_tokens
 
 
-def test_recall_share_adds_synthetic_exchanges_whose_fact_stays_in_the_window(corpus, chatml_tokenizer):
-    plain = build_examples(corpus, chatml_tokenizer, "train", max_length=256, persona=True)
-    mixed = build_examples(corpus, chatml_tokenizer, "train", max_length=256, persona=True, recall_share=0.5)
+@pytest.mark.parametrize("max_length", [256, 110])  # 110: some exchanges don't fit and must be left out whole
+def test_recall_share_adds_synthetic_exchanges_whose_fact_stays_in_the_window(corpus, chatml_tokenizer, max_length):
+    plain = build_examples(corpus, chatml_tokenizer, "train", max_length=max_length, persona=True)
+    mixed = build_examples(corpus, chatml_tokenizer, "train", max_length=max_length, persona=True, recall_share=0.5)
     synthetic = [i for i in range(len(mixed)) if int(mixed.sources[i][0]) == -1]
     assert len(mixed) - len(plain) == len(synthetic) == round(0.5 * len(plain)) - mixed.skipped["recall_too_long"]
     assert synthetic
