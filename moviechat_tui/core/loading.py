@@ -2,7 +2,7 @@
 
 A LoadedModel holds the tokenizer, the dialogue format, the transformers model (loaded on first
 use when a converted copy serves the replies) and its backends: `transformers` always, and `fast`,
-a CTranslate2 copy, when one could be made. `loaded.backend` is the one replies come from.
+a llama.cpp or CTranslate2 copy, when one could be made. `loaded.backend` is the one replies come from.
 """
 
 from __future__ import annotations
@@ -14,13 +14,16 @@ from pathlib import Path
 from typing import Callable
 
 from . import backends
-from .backends import ct2_cache
+from .backends import cache_keys, ct2_cache, llamacpp_cache
 from .backends.hf import TransformersBackend
 from .dialogue import DialogueFormat, format_for
 from .specs import DEFAULT_SPEC, OFFLINE_BASE, RUN_METADATA, ModelLoadError, _first_line, _recipe, _Recipe, _resolve
 
 # What callers load models with (the spec names and the error come from specs.py).
 __all__ = ["DEFAULT_SPEC", "RUN_METADATA", "LoadedModel", "ModelLoadError", "load_model"]
+
+# Where each fast backend keeps its converted copies (fingerprint, find_converted, convert, open_converted).
+_CACHES = {backends.LLAMACPP: llamacpp_cache, backends.CTRANSLATE2: ct2_cache}
 
 
 class _Deferred:
@@ -113,10 +116,11 @@ class LoadedModel:
 def load_model(spec: str = DEFAULT_SPEC, *, device: str | None = None, backend: str | None = None) -> LoadedModel:
     """Resolve `spec` (see specs.py) and load it in eval mode.
 
-    `backend`: "auto" (the default, or $MOVIECHAT_BACKEND) generates on CPU from a CTranslate2
-    copy of the model (converted once, cached; int8 when that passes the quality guard, else
-    float32), falling back to transformers when ctranslate2 is missing or can't convert the model;
-    "transformers" forces the plain path; "ctranslate2" insists on the fast one.
+    `backend`: "auto" (the default, or $MOVIECHAT_BACKEND) generates on CPU from a llama.cpp GGUF
+    copy of the model (written once, cached; q8_0 when that passes the quality guard, else f32),
+    else from a CTranslate2 copy (int8 or float32, the same guard), falling back to transformers
+    when neither package is installed or can run the model; "transformers" forces the plain path;
+    "llama.cpp" or "ctranslate2" insists on that one.
     `loaded.backend.name` says which one is in use.
     """
     spec = (spec or DEFAULT_SPEC).strip()
@@ -126,25 +130,26 @@ def load_model(spec: str = DEFAULT_SPEC, *, device: str | None = None, backend: 
     device = device or _best_device()
     short = resolved if resolved in (OFFLINE_BASE,) or not Path(resolved).is_dir() else Path(resolved).name
     try:
-        chosen, note = backends.choose_backend(backend, device)
+        candidates, note = backends.fast_candidates(backend, device)
     except backends.BackendError as exc:
         raise ModelLoadError(str(exc)) from exc
-    use_fast = chosen == backends.CTRANSLATE2
-    label = key = None
-    if use_fast and recipe.files is None:
-        note = "the fast path needs the model's files on disk"
-    elif use_fast:
-        label = ct2_cache.label_for(recipe.source)
+    if candidates and recipe.files is None:
+        candidates, note = [], "the fast path needs the model's files on disk"
+    to_convert = []  # (cache module, label, key) of fast copies to make once the model is loaded
+    for kind in candidates:
+        cache = _CACHES[kind]
+        label = cache_keys.label_for(recipe.source)
         try:
-            key = ct2_cache.fingerprint(recipe.files)
-            converted = ct2_cache.find_converted(label, key)
-        except (backends.BackendError, OSError) as exc:  # OSError: unreadable model files or cache
-            note, converted = str(exc), None
-            key = None
-        if converted is not None:
-            loaded = _open_warm(recipe, converted, device, spec, short)
+            key = cache.fingerprint(recipe.files)
+            converted = cache.find_converted(label, key)
+        except (backends.BackendError, OSError) as exc:  # known not to work; OSError: unreadable files or cache
+            note = str(exc)
+            continue
+        if converted is not None and not to_convert:
+            loaded = _open_warm(recipe, cache, converted, device, spec, short, passed_over=note)
             if loaded is not None:
                 return loaded
+        to_convert.append((cache, label, key))
 
     model, tokenizer = recipe.load()
     _ensure_pad(tokenizer)
@@ -152,24 +157,33 @@ def load_model(spec: str = DEFAULT_SPEC, *, device: str | None = None, backend: 
     config = model.config
     context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 1024
     fast = None
-    if key is not None:
+    for cache, label, key in to_convert:  # the preferred first; a later one only if it can't be made
         try:
-            fast = ct2_cache.open_converted(ct2_cache.convert(model, tokenizer, label, key, int(context)), tokenizer)
+            converted = cache.find_converted(label, key) or cache.convert(model, tokenizer, label, key, int(context))
+            fast = cache.open_converted(converted, tokenizer)
+            break
         except backends.BackendError as exc:
             note = str(exc)
-        except Exception as exc:  # the fast path is an optimisation: never a reason not to load
+        except Exception as exc:  # a fast path is an optimisation: never a reason not to load
             note = f"the converted model could not be opened ({_first_line(exc)})"
     if fast is None and backends.insisted(backend):
-        raise ModelLoadError(f"the ctranslate2 backend was asked for, but {note}")
-    return LoadedModel(model, tokenizer, format_for(tokenizer), spec, recipe.source, int(context), short,
-                       fast=fast, backend_note=fast.note if fast else note)
+        raise ModelLoadError(f"the {backends.requested_backend(backend)} backend was asked for, but {note}")
+    return LoadedModel(model, tokenizer, format_for(tokenizer), spec, recipe.source,
+                       fast.context_window if fast else int(context), short,
+                       fast=fast, backend_note=_notes(note, fast.note) if fast else note)
 
 
-def _open_warm(recipe: _Recipe, converted: Path, device: str, spec: str, short: str) -> LoadedModel | None:
+def _notes(*notes: str) -> str:
+    """Why the preferred fast path was passed over, and why the one in use is not in its fastest form."""
+    return "; ".join(n for n in notes if n)
+
+
+def _open_warm(recipe: _Recipe, cache, converted: Path, device: str, spec: str, short: str,
+               passed_over: str = "") -> LoadedModel | None:
     """A cached conversion: the tokenizer and the fast copy; the transformers model waits until used."""
     tokenizer = _ensure_pad(recipe.load_tokenizer())
     try:
-        fast = ct2_cache.open_converted(converted, tokenizer)
+        fast = cache.open_converted(converted, tokenizer)
     except Exception:  # a damaged cache entry: convert again
         shutil.rmtree(converted, ignore_errors=True)
         return None
@@ -179,7 +193,7 @@ def _open_warm(recipe: _Recipe, converted: Path, device: str, spec: str, short: 
         return model.to(device).eval()
 
     return LoadedModel(_Deferred(load_model_later), tokenizer, format_for(tokenizer), spec, recipe.source,
-                       fast.context_window, short, fast=fast, backend_note=fast.note)
+                       fast.context_window, short, fast=fast, backend_note=_notes(passed_over, fast.note))
 
 
 def _ensure_pad(tokenizer):

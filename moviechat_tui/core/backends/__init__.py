@@ -1,11 +1,16 @@
 """Generation backends: what turns prompt ids into a reply's ids, one module each.
 
-    hf.py       transformers `generate` on any device: always there, the fallback
-    ct2.py      a CTranslate2 copy of the model (ct2_cache.py converts it once): the default on CPU
-    quality.py  the quality guard: how much a converted copy raises reply perplexity
+    hf.py        transformers `generate` on any device: always there, the last fallback
+    llamacpp.py  a GGUF copy run by llama.cpp (llamacpp_cache.py writes it once, gguf_export.py
+                 knows the format): the default on CPU, the fastest there (docs/benchmarks.md)
+    ct2.py       a CTranslate2 copy (ct2_cache.py converts it once): on CPU when llama.cpp is
+                 missing or can't run the model
+    sampling.py  the next token from logits, as transformers picks it (for llama.cpp)
+    quality.py   the quality guard: how much a converted copy raises reply perplexity
+    cache_keys.py  where converted copies are kept, keyed by the model's files
 
-A new backend (llama.cpp, issue 12) is one more module with a class that implements `Backend`,
-a choice in `choose_backend`, and a branch in loading.load_model that opens it.
+A new backend is one more module with a class that implements `Backend`, a place in
+`FAST_ORDER`, and a branch in loading.load_model that opens it.
 """
 
 from __future__ import annotations
@@ -14,9 +19,15 @@ import os
 from typing import Callable, Iterable, Protocol, Sequence, runtime_checkable
 
 BACKEND_ENV = "MOVIECHAT_BACKEND"
-AUTO, TRANSFORMERS, CTRANSLATE2 = "auto", "transformers", "ctranslate2"
-BACKENDS = (AUTO, TRANSFORMERS, CTRANSLATE2)
+AUTO, TRANSFORMERS, CTRANSLATE2, LLAMACPP = "auto", "transformers", "ctranslate2", "llama.cpp"
+BACKENDS = (AUTO, LLAMACPP, CTRANSLATE2, TRANSFORMERS)
+FAST_ORDER = (LLAMACPP, CTRANSLATE2)  # on CPU, the first installed one that can run the model serves replies
+INSTALL_HINT = {
+    LLAMACPP: "pip install llama-cpp-python==0.3.36 (make setup builds it)",
+    CTRANSLATE2: "pip install 'ctranslate2>=4.5,<5'",
+}
 MIN_PREFIX_TOKENS = 16  # shorter prefixes cost less to prefill than to look up
+THREADS_ENV = "MOVIECHAT_THREADS"  # e.g. 1 on a machine shared with other heavy jobs
 
 
 class BackendError(Exception):
@@ -58,6 +69,21 @@ def longest_prefix(prefixes: Iterable[tuple[int, ...]], ids: Sequence[int]) -> i
     return max((len(p) for p in prefixes if len(p) < len(ids) and tuple(ids[: len(p)]) == p), default=0)
 
 
+def threads() -> int:
+    """CPU threads for one reply: $MOVIECHAT_THREADS, else the cores this process may use."""
+    if os.environ.get(THREADS_ENV, "").strip().isdigit() and int(os.environ[THREADS_ENV]) > 0:
+        return int(os.environ[THREADS_ENV])
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 0
+
+
+def installed(kind: str) -> bool:
+    """Whether the package behind a fast backend imports."""
+    return (llamacpp_installed if kind == LLAMACPP else ctranslate2_installed)()
+
+
 def ctranslate2_installed() -> bool:
     try:
         import ctranslate2  # noqa: F401
@@ -66,22 +92,50 @@ def ctranslate2_installed() -> bool:
     return True
 
 
-def choose_backend(requested: str | None, device: str) -> tuple[str, str]:
-    """(TRANSFORMERS or CTRANSLATE2, why) for a load on `device`; `requested` None reads MOVIECHAT_BACKEND."""
-    choice = (requested or os.environ.get(BACKEND_ENV) or AUTO).strip().lower()
+def llamacpp_installed() -> bool:
+    try:
+        import llama_cpp  # noqa: F401
+    except (ImportError, OSError):  # OSError: the package is there but its library won't load
+        return False
+    return True
+
+
+def _normalise(name: str) -> str:
+    name = name.strip().lower()
+    return LLAMACPP if name in ("llamacpp", "llama-cpp", "llama_cpp") else name
+
+
+def requested_backend(requested: str | None) -> str:
+    """The backend asked for: `requested`, else $MOVIECHAT_BACKEND, else auto (BackendError if unknown)."""
+    choice = _normalise(requested or os.environ.get(BACKEND_ENV) or AUTO)
     if choice not in BACKENDS:
         raise BackendError(f"unknown backend {choice!r} (from {BACKEND_ENV}?); use one of {', '.join(BACKENDS)}")
+    return choice
+
+
+def fast_candidates(requested: str | None, device: str) -> tuple[list[str], str]:
+    """The fast backends to try in order for a load on `device`, and why there are none when there aren't."""
+    choice = requested_backend(requested)
     if choice == TRANSFORMERS:
-        return TRANSFORMERS, "the transformers backend was asked for"
-    if not ctranslate2_installed():
-        if choice == CTRANSLATE2:
-            raise BackendError("the ctranslate2 backend needs the ctranslate2 package: pip install 'ctranslate2>=4.5,<5'")
-        return TRANSFORMERS, "ctranslate2 is not installed"
-    if choice == AUTO and device != "cpu":
-        return TRANSFORMERS, f"the fast path is for CPU and the model runs on {device}"
-    return CTRANSLATE2, ""
+        return [], "the transformers backend was asked for"
+    if choice in FAST_ORDER:
+        if not installed(choice):
+            raise BackendError(f"the {choice} backend needs its package: {INSTALL_HINT[choice]}")
+        return [choice], ""
+    if device != "cpu":
+        return [], f"the fast paths are for CPU and the model runs on {device}"
+    found = [kind for kind in FAST_ORDER if installed(kind)]
+    if not found:
+        return [], "neither llama-cpp-python nor ctranslate2 is installed (no fast path)"
+    return found, ""
+
+
+def choose_backend(requested: str | None, device: str) -> tuple[str, str]:
+    """(the backend to try first, why not a fast one) for a load on `device`."""
+    found, why = fast_candidates(requested, device)
+    return (found[0] if found else TRANSFORMERS), why
 
 
 def insisted(requested: str | None) -> bool:
-    """Whether the fast path was asked for by name (so falling back would be wrong)."""
-    return (requested or os.environ.get(BACKEND_ENV) or "").strip().lower() == CTRANSLATE2
+    """Whether a fast path was asked for by name (so falling back would be wrong)."""
+    return _normalise(requested or os.environ.get(BACKEND_ENV) or "") in FAST_ORDER

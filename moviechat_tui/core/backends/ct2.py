@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import os
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from . import MIN_PREFIX_TOKENS, longest_prefix
+from . import MIN_PREFIX_TOKENS, longest_prefix, threads
 from .quality import QUALITY_LIMIT_PCT
 
-THREADS_ENV = "MOVIECHAT_THREADS"  # e.g. 1 on a machine shared with other heavy jobs
 MAX_CACHED_TOKENS = 8192  # prefix tokens whose state CTranslate2 keeps (SmolLM2-135M: ~45 KB each in float32)
 
 
@@ -156,16 +154,6 @@ def _decoding_options(settings) -> dict:
     else:
         options["sampling_topk"] = 1  # greedy
     return options
-
-
-def threads() -> int:
-    """CPU threads for one reply: $MOVIECHAT_THREADS, else the cores this process may use."""
-    if os.environ.get(THREADS_ENV, "").strip().isdigit() and int(os.environ[THREADS_ENV]) > 0:
-        return int(os.environ[THREADS_ENV])
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 0
 
 
 _open_models: "weakref.WeakSet[CT2Backend]" = weakref.WeakSet()  # closed at exit (see _close_all)

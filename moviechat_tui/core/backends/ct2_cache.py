@@ -14,10 +14,8 @@ MOVIECHAT_FAST_COMPUTE=int8|float32 overrides the choice.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -25,6 +23,7 @@ from typing import Iterable
 
 from ..paths import cache_dir
 from . import BackendError
+from .cache_keys import files_digest, label_for  # noqa: F401  (label_for: used through this module)
 from .ct2 import CT2Backend, new_generator, track
 from .quality import QUALITY_LIMIT_PCT, compare
 
@@ -33,8 +32,6 @@ COMPUTE_TYPES = ("int8", "float32")  # int8: weights and matmuls (4x less memory
 FORMAT_VERSION = 3  # bump when what is stored next to a conversion changes
 METADATA = "moviechat_fast.json"
 UNSUPPORTED = "unsupported.txt"  # left where a conversion failed, so it isn't retried every launch
-WHOLE_FILE_LIMIT = 64 << 20  # files up to this size are hashed whole; bigger ones by size, mtime, head and tail
-EDGE = 1 << 20
 
 
 def compute_choice() -> str:
@@ -45,35 +42,11 @@ def compute_choice() -> str:
 
 
 
-def _file_digest(path: Path) -> str:
-    stat = path.stat()
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        if stat.st_size <= WHOLE_FILE_LIMIT:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        else:  # hashing a large checkpoint whole would cost seconds on every launch
-            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
-            digest.update(handle.read(EDGE))
-            handle.seek(-EDGE, os.SEEK_END)
-            digest.update(handle.read(EDGE))
-    return digest.hexdigest()
-
-
 def fingerprint(files: Iterable[Path]) -> str:
     """A key that changes when any of the model's files, or the converter, changes."""
     import ctranslate2
 
-    digest = hashlib.sha256(f"{FORMAT_VERSION}:{ctranslate2.__version__}:{compute_choice()}".encode())
-    for path in sorted({Path(p).resolve() for p in files}):
-        digest.update(f"{path.name}:{_file_digest(path)}\n".encode())
-    return digest.hexdigest()[:20]
-
-
-def label_for(source: str) -> str:
-    """A readable, collision-free folder prefix for one model source (a path or a hub id)."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(source).name or source).strip("-") or "model"
-    return f"{name[:40]}-{hashlib.sha256(source.encode()).hexdigest()[:8]}"
+    return files_digest(files, f"{FORMAT_VERSION}:{ctranslate2.__version__}:{compute_choice()}")
 
 
 def _root() -> Path:

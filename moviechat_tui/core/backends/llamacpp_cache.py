@@ -1,0 +1,146 @@
+"""The GGUF conversion cache: a model written once for llama.cpp, keyed by its files.
+
+`find_converted(label, key)` finds a GGUF of exactly these model files, else `convert` writes one
+from the model already in memory (adapters merged, gguf_export.write_model) into
+cache_dir()/llamacpp/<label>-<key>/model.gguf.
+
+q8_0 or f32: the float32 export is quantized to 8 bits (llama.cpp's own quantizer, the token
+embeddings in q8_0 as in the shipped SmolLM2 GGUF) and kept only if that raises reply perplexity by
+at most quality.QUALITY_LIMIT_PCT over the model in memory (the quality guard); otherwise the
+float32 file stays, exact and slower. 4-bit formats were measured and fail the guard by far (see
+docs/benchmarks.md). MOVIECHAT_GGUF_WEIGHTS=q8_0|f32 overrides the choice.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable
+
+from ..paths import cache_dir
+from . import BackendError, threads
+from .cache_keys import files_digest
+from .gguf_export import ExportError, write_model
+from .llamacpp import LlamaCppBackend, open_gguf, quiet
+from .quality import QUALITY_LIMIT_PCT, compare
+
+WEIGHTS_ENV = "MOVIECHAT_GGUF_WEIGHTS"  # "auto" (default), "q8_0" or "f32"
+WEIGHTS = ("q8_0", "f32")  # tried in this order: the first that passes the guard is kept
+FORMAT_VERSION = 1  # bump when what is stored next to a conversion changes
+METADATA = "moviechat_gguf.json"
+MODEL_FILE = "model.gguf"
+UNSUPPORTED = "unsupported.txt"  # left where a conversion failed, so it isn't retried every launch
+CONTEXT_LIMIT = 2048  # positions per llama.cpp context (chat prompts are planned within 1,024)
+_GGML_TYPE_Q8_0 = 8
+_FTYPE = {"q8_0": 7}  # llama_ftype: LLAMA_FTYPE_MOSTLY_Q8_0
+
+
+def weights_choice() -> str:
+    choice = (os.environ.get(WEIGHTS_ENV) or "auto").strip().lower()
+    if choice not in ("auto", *WEIGHTS):
+        raise BackendError(f"unknown {WEIGHTS_ENV} {choice!r}; use auto, q8_0 or f32")
+    return choice
+
+
+def fingerprint(files: Iterable[Path]) -> str:
+    """A key that changes when any of the model's files, llama.cpp or the choice of weights changes."""
+    import llama_cpp
+
+    return files_digest(files, f"gguf:{FORMAT_VERSION}:{llama_cpp.__version__}:{weights_choice()}")
+
+
+def _root() -> Path:
+    return cache_dir() / "llamacpp"
+
+
+def _target(label: str, key: str) -> Path:
+    return _root() / f"{label}-{key}"
+
+
+def find_converted(label: str, key: str) -> Path | None:
+    """The finished conversion for these files; BackendError if converting them failed before."""
+    target = _target(label, key)
+    if (target / UNSUPPORTED).is_file():
+        raise BackendError((target / UNSUPPORTED).read_text().strip())
+    return target if (target / METADATA).is_file() else None
+
+
+def convert(model, tokenizer, label: str, key: str, context_window: int) -> Path:
+    """Write the in-memory model once; older conversions of the same source are removed."""
+    target = _target(label, key)
+    try:
+        _convert(model, tokenizer, target, min(context_window, CONTEXT_LIMIT))
+    except Exception as exc:
+        line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        message = f"llama.cpp can't run this model ({line})" if isinstance(exc, ExportError) else \
+            f"the GGUF conversion failed ({line})"
+        target.mkdir(parents=True, exist_ok=True)
+        (target / UNSUPPORTED).write_text(message + "\n")
+        raise BackendError(message) from exc
+    for stale in _root().glob(f"{label}-*"):
+        if stale != target and ".tmp-" not in stale.name:
+            shutil.rmtree(stale, ignore_errors=True)
+    return target
+
+
+def _convert(model, tokenizer, target: Path, context_window: int) -> None:
+    """Export float32, quantize to q8_0 and keep it if the quality guard passes, else keep float32."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    f32 = tmp / "f32.gguf"
+    write_model(model, tokenizer, f32)
+    choice = weights_choice()
+    meta: dict = {"context_window": context_window}
+    for weights in WEIGHTS if choice == "auto" else (choice,):
+        path = f32 if weights == "f32" else _quantize(f32, tmp / f"{weights}.gguf", weights)
+        meta[f"perplexity_change_pct_{weights}"] = perplexity_change(path, weights, model, tokenizer, context_window)
+        meta["weights"] = weights
+        if choice != "auto" or weights == "f32" or meta[f"perplexity_change_pct_{weights}"] <= QUALITY_LIMIT_PCT:
+            os.replace(path, tmp / MODEL_FILE)
+            break
+    for leftover in tmp.glob("*.gguf"):
+        if leftover.name != MODEL_FILE:
+            leftover.unlink()
+    (tmp / METADATA).write_text(json.dumps(meta))
+    try:
+        os.replace(tmp, target)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _quantize(source: Path, out: Path, weights: str) -> Path:
+    import llama_cpp
+
+    quiet()  # the quantizer reports every tensor on stderr
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = _FTYPE[weights]
+    params.nthread = threads()
+    params.token_embedding_type = params.output_tensor_type = _GGML_TYPE_Q8_0
+    if llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), ctypes.byref(params)) != 0:
+        raise RuntimeError(f"llama.cpp could not quantize to {weights}")
+    return out
+
+
+def perplexity_change(path: Path, weights: str, model, tokenizer, context_window: int) -> float:
+    """How much the GGUF at `path` raises the perplexity of the calibration replies over the
+    transformers model in memory (percent, teacher-forced)."""
+    from ..dialogue import format_for
+    from .hf import TransformersBackend
+
+    candidate = open_gguf(path, tokenizer, weights, context_window, {}, threads())
+    try:
+        return compare(TransformersBackend(lambda: model, tokenizer, 0), candidate, format_for(tokenizer)).change_pct
+    finally:
+        candidate.llm.close()
+
+
+def open_converted(directory: Path, tokenizer) -> LlamaCppBackend:
+    meta = json.loads((directory / METADATA).read_text())
+    quality = {k: v for k, v in meta.items() if k.startswith("perplexity_change_pct")}
+    return open_gguf(directory / MODEL_FILE, tokenizer, meta["weights"], int(meta["context_window"]), quality,
+                     threads())
