@@ -66,8 +66,9 @@ def test_loss_decreases_and_the_run_dir_is_a_model(tiny_gpt2_dir, tmp_path):
 def test_only_reply_tokens_count_in_the_loss(tiny_gpt2_dir, gpt2_tokenizer):
     from transformers import AutoModelForCausalLM
 
+    from trainer.batching import Collator
     from trainer.corpus import load_corpus
-    from trainer.dataset import Collator, build_examples
+    from trainer.dataset import build_examples
 
     examples = build_examples(load_corpus(CORNELL_MINI), gpt2_tokenizer, "train", max_length=64, genres=True)
     batch = Collator(examples.pad_id)([examples[i] for i in range(4)])

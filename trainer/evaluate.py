@@ -44,7 +44,9 @@ from moviechat_tui.core.dialogue import IGNORE_INDEX, Conditioning, Turn, exchan
 from moviechat_tui.core.generation import GenerationSettings, stream_reply
 from moviechat_tui.core.loading import RUN_METADATA, LoadedModel, load_model
 from trainer.corpus import Corpus, load_corpus
-from trainer.dataset import Collator, ExampleSet, ExampleSettings, LengthBucketSampler, build_examples, example_conditioning
+from trainer.batching import Collator, LengthBucketSampler
+from trainer.dataset import ExampleSettings, build_examples, example_conditioning
+from trainer.example_set import ExampleSet
 from trainer.loss import reply_logits
 from trainer.splits import DEFAULT_RATIOS, DEFAULT_SALT, SPLITS
 

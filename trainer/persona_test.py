@@ -12,7 +12,8 @@ import random
 from typing import Callable, Sequence
 
 from trainer.corpus import Corpus
-from trainer.dataset import ExampleSet, ExampleSettings, build_examples, example_conditioning
+from trainer.dataset import ExampleSettings, build_examples, example_conditioning
+from trainer.example_set import ExampleSet
 
 
 def shuffled_personas(corpus: Corpus, indices: Sequence[int], genres: bool, seed: int = 0):

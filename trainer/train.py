@@ -34,7 +34,8 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 from moviechat_tui.core.loading import RUN_METADATA, ModelLoadError, load_model
 from trainer.callbacks import InterruptCallback, MetricsLogCallback, RichProgressCallback, peak_memory_bytes, plot_losses
 from trainer.config import GPT2_SCRATCH, TrainConfig
-from trainer.dataset import Collator, LengthBucketSampler, build_examples
+from trainer.batching import Collator, LengthBucketSampler
+from trainer.dataset import build_examples
 from trainer.loss import reply_loss, supports_reply_loss
 from trainer.memory import CPU_MICRO_TOKENS, GB, ModelShape, plan_memory
 
