@@ -332,7 +332,8 @@ def add_eval_command(subparsers) -> None:
 
 def run_eval(args: argparse.Namespace) -> int:
     from moviechat_tui.core.loading import ModelLoadError
-    from trainer.evaluate import EvalConfig, EvalError, default_report_path, evaluate, markdown_report, print_report
+    from trainer.eval_report import default_report_path, markdown_report, print_report
+    from trainer.evaluate import EvalConfig, EvalError, evaluate
 
     config = EvalConfig(samples=args.samples, seed=args.seed, max_length=args.max_length, batch_size=args.batch_size,
                         genres=args.genres, genre_test=args.genre_test, persona=args.persona,
