@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 from trainer.clean import CleanConfig
-from trainer.corpus import Corpus, CorpusError, load_corpus
+from trainer.corpus import Corpus, load_corpus
+from trainer.corpus_files import CorpusError
 from trainer.ratings import add_ratings_command
 
 BUNDLED_TOKENIZER = "gpt2"
