@@ -252,7 +252,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     from trainer.config import TrainConfig
     from trainer.memory import MemoryBudgetError
-    from trainer.train import TrainError, TrainingInterrupted, train
+    from trainer.config import TrainError
+    from trainer.train import TrainingInterrupted, train
 
     names = {f.name for f in fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
@@ -273,8 +274,8 @@ def run_train(args: argparse.Namespace) -> int:
 def _refuse_flags_that_differ_from_the_run(config, argv: list[str] | None) -> None:
     """--resume continues with the run's saved settings: a flag the user gave that says otherwise is an
     error naming it, rather than silently ignored. Argparse defaults are not flags the user gave."""
-    from trainer.config import differing_settings
-    from trainer.train import TrainError, read_metadata
+    from trainer.config import TrainError, differing_settings
+    from trainer.run_dir import read_metadata
 
     try:
         saved = (read_metadata(Path(config.out).expanduser()) or {}).get("settings")
@@ -372,7 +373,8 @@ def add_export_command(subparsers) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from trainer.train import TrainError, export_checkpoint
+    from trainer.config import TrainError
+    from trainer.run_dir import export_checkpoint
 
     try:
         meta = export_checkpoint(args.run, args.to, args.checkpoint)
