@@ -1,4 +1,5 @@
-"""`moviechat-train eval` (a model's evaluation and its report) and `moviechat-train probes` (the context probes alone)."""
+"""`moviechat-train eval` (a model's evaluation and its report) and `moviechat-train probes`
+(the context probes alone)."""
 
 from __future__ import annotations
 

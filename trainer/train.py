@@ -35,7 +35,16 @@ from trainer.config import TrainConfig, TrainError
 from trainer.dataset import build_examples
 from trainer.memory import CPU_MICRO_TOKENS, GB, ModelShape, plan_memory
 from trainer.movie_trainer import MovieTrainer
-from trainer.run_dir import LOSS_PLOT, METRICS_LOG, STAGING, check_checkpoint, holds_run, package_versions, read_metadata, write_metadata
+from trainer.run_dir import (
+    LOSS_PLOT,
+    METRICS_LOG,
+    STAGING,
+    check_checkpoint,
+    holds_run,
+    package_versions,
+    read_metadata,
+    write_metadata,
+)
 
 
 class TrainingInterrupted(Exception):
