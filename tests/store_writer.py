@@ -1,4 +1,4 @@
-"""A second process writing to a conversation Store, driven by tests/test_store.py.
+"""A second process writing to a conversation Store, driven by tests/test_store_concurrency.py.
 
     python tests/store_writer.py stream DB   # streams a bot reply token by token until killed
     python tests/store_writer.py bulk DB N   # adds N messages to its own conversation after "go" on stdin

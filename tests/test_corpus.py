@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from trainer.clean import CleanConfig
-from trainer.corpus import CorpusError, corpus_hash, load_corpus
+from trainer.corpus import corpus_hash, load_corpus
+from trainer.corpus_files import CorpusError
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CORNELL_MINI = FIXTURES / "cornell-mini"

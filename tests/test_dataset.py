@@ -10,14 +10,10 @@ from torch.utils.data import DataLoader
 
 import trainer.dataset as dataset_module
 from moviechat_tui.core.dialogue import IGNORE_INDEX, exchange_turns, format_for, training_example
-from trainer.corpus import Conversation, Utterance, load_corpus
-from trainer.dataset import (
-    Collator,
-    LengthBucketSampler,
-    build_examples,
-    padding_fraction,
-    random_batches,
-)
+from trainer.corpus import load_corpus
+from trainer.corpus_records import Conversation, Utterance
+from trainer.batching import Collator, LengthBucketSampler, padding_fraction, random_batches
+from trainer.dataset import build_examples
 from trainer.recall import FACT_KINDS
 from trainer.splits import SPLITS
 

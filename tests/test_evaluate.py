@@ -14,19 +14,12 @@ from moviechat_tui.core.loading import load_model
 from trainer.cli import main
 from trainer.corpus import load_corpus
 from trainer.dataset import build_examples
-from trainer.evaluate import (
-    EvalConfig,
-    distinct_n,
-    evaluate,
-    markdown_report,
-    normalised,
-    perplexity,
-    reply_nll,
-    repeats_earlier_turn,
-    shuffled_genres,
-    text_tokens,
-    train_replies,
-)
+from trainer.eval_report import markdown_report
+from trainer.evaluate import EvalConfig, evaluate
+from trainer.genre_test import shuffled_genres
+from trainer.perplexity import perplexity, reply_nll
+from trainer.sampled_replies import train_replies
+from trainer.text_metrics import distinct_n, normalised, repeats_earlier_turn, text_tokens
 from trainer.splits import SPLITS
 
 CORNELL_MINI = Path(__file__).parent / "fixtures" / "cornell-mini"
@@ -248,12 +241,12 @@ def test_eval_command_json_and_markdown(tiny_gpt2_dir, tmp_path, capsys):
 
 
 def test_eval_command_samples_zero_skips_sampling(tiny_gpt2_dir, tmp_path, capsys, monkeypatch):
-    import trainer.evaluate as evaluate_module
+    import trainer.sampled_replies as sampled_replies_module
 
     def no_generation(*args, **kwargs):
         raise AssertionError("sampling ran with --samples 0")
 
-    monkeypatch.setattr(evaluate_module, "stream_reply", no_generation)
+    monkeypatch.setattr(sampled_replies_module, "stream_reply", no_generation)
     rc = main(["eval", "--model", str(tiny_gpt2_dir), "--corpus", str(CORNELL_MINI), "--split", "validation",
                "--samples", "0", "--no-genre-test", "--no-probes", "--out", str(tmp_path / "r.md")])
     assert rc == 0
@@ -284,7 +277,7 @@ def test_persona_test_compares_true_and_shuffled_personas(tiny, corpus):
 
 
 def test_default_report_path(tmp_path):
-    from trainer.evaluate import default_report_path
+    from trainer.eval_report import default_report_path
 
     run = tmp_path / "run"
     run.mkdir()

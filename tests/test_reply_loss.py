@@ -91,12 +91,13 @@ def test_a_batch_without_reply_tokens_gives_zero_not_nan():
 
 
 def test_moviechat_train_uses_it(tiny_gpt2_dir, tmp_path, monkeypatch):
-    import trainer.train as train_module
+    import trainer.movie_trainer as movie_trainer_module
     from tests.test_train import quiet, tiny_config
+    from trainer.train import train
 
     calls = []
-    monkeypatch.setattr(train_module, "reply_loss", lambda *a, **k: calls.append(1) or reply_loss(*a, **k))
-    train_module.train(tiny_config(tiny_gpt2_dir, tmp_path / "run", max_steps=2, eval_steps=2), log=quiet)
+    monkeypatch.setattr(movie_trainer_module, "reply_loss", lambda *a, **k: calls.append(1) or reply_loss(*a, **k))
+    train(tiny_config(tiny_gpt2_dir, tmp_path / "run", max_steps=2, eval_steps=2), log=quiet)
     assert len(calls) >= 2  # every training step (and the evaluations) went through the reply loss
 
 

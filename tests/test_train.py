@@ -12,8 +12,8 @@ import torch
 from transformers import TrainerCallback
 
 from moviechat_tui.core.dialogue import IGNORE_INDEX
-from trainer.config import TrainConfig
-from trainer.train import TrainError, TrainingInterrupted, train
+from trainer.config import TrainConfig, TrainError
+from trainer.train import TrainingInterrupted, train
 
 CORNELL_MINI = Path(__file__).parent / "fixtures" / "cornell-mini"
 
@@ -66,8 +66,9 @@ def test_loss_decreases_and_the_run_dir_is_a_model(tiny_gpt2_dir, tmp_path):
 def test_only_reply_tokens_count_in_the_loss(tiny_gpt2_dir, gpt2_tokenizer):
     from transformers import AutoModelForCausalLM
 
+    from trainer.batching import Collator
     from trainer.corpus import load_corpus
-    from trainer.dataset import Collator, build_examples
+    from trainer.dataset import build_examples
 
     examples = build_examples(load_corpus(CORNELL_MINI), gpt2_tokenizer, "train", max_length=64, genres=True)
     batch = Collator(examples.pad_id)([examples[i] for i in range(4)])
@@ -176,7 +177,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 
 def test_an_interrupted_run_exports_its_best_checkpoint(tiny_gpt2_dir, tmp_path):
     from moviechat_tui.core.loading import load_model
-    from trainer.train import export_checkpoint
+    from trainer.run_dir import export_checkpoint
 
     out, dest = tmp_path / "run", tmp_path / "exported"
     with pytest.raises(SystemExit):

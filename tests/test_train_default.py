@@ -35,7 +35,7 @@ def test_default_is_the_shipped_adapter_and_small():
 def test_default_lowers_reply_perplexity_against_its_base(cache, monkeypatch):
     from trainer.corpus import load_corpus
     from trainer.dataset import build_examples
-    from trainer.evaluate import perplexity, reply_nll
+    from trainer.perplexity import perplexity, reply_nll
 
     monkeypatch.setenv("MOVIECHAT_CACHE_DIR", str(cache))
     settings = json.loads((specs.SHIPPED_MODEL_DIR / specs.RUN_METADATA).read_text())["settings"]

@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 
 from moviechat_tui.core.cast import CAST_VERSION
-from trainer.corpus import CorpusError, _quoted_list, _records, _Source, _year
+from trainer.corpus_files import CorpusError, CorpusFiles, original_records, parse_year, quoted_list
 
 _SMALL_WORDS = {"a", "an", "and", "as", "at", "but", "by", "for", "from", "in", "into", "of", "on", "or",
                 "the", "to", "vs", "vs.", "with"}
@@ -46,15 +46,15 @@ def build_cast(corpus_path: str | Path) -> dict:
     from collections import Counter
 
     skipped: Counter = Counter()
-    with _Source.open_path(Path(corpus_path)) as source:
+    with CorpusFiles.open_path(Path(corpus_path)) as source:
         if not source.find("movie_titles_metadata.txt") or not source.find("movie_characters_metadata.txt"):
             raise CorpusError(f"{corpus_path} has no movie_titles_metadata.txt / movie_characters_metadata.txt")
         movies = {}
-        for movie_id, title, year, _rating, _votes, genres in _records(source, "movie_titles_metadata.txt", 6, "movie", skipped):
-            movies[movie_id] = {"id": movie_id, "title": title_case(title), "year": _year(year),
-                                "genres": [g.strip().lower() for g in (_quoted_list(genres) or []) if g.strip()],
+        for movie_id, title, year, _rating, _votes, genres in original_records(source, "movie_titles_metadata.txt", 6, "movie", skipped):
+            movies[movie_id] = {"id": movie_id, "title": title_case(title), "year": parse_year(year),
+                                "genres": [g.strip().lower() for g in (quoted_list(genres) or []) if g.strip()],
                                 "characters": []}
-        for char_id, name, movie_id, _title, gender, credit in _records(source, "movie_characters_metadata.txt", 6, "character", skipped):
+        for char_id, name, movie_id, _title, gender, credit in original_records(source, "movie_characters_metadata.txt", 6, "character", skipped):
             if movie_id in movies and name.strip():
                 movies[movie_id]["characters"].append(
                     {"id": char_id, "name": name_case(name), "gender": gender.strip().lower() if gender.strip().lower() in ("f", "m") else "?",

@@ -1,4 +1,5 @@
-"""Every setting of a training run, as one plain dataclass (saved whole into moviechat_run.json)."""
+"""Every setting of a training run, as one plain dataclass (saved whole into moviechat_run.json),
+and TrainError, what a run that cannot start or go on raises."""
 
 from __future__ import annotations
 
@@ -6,6 +7,11 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 from trainer.splits import DEFAULT_RATIOS, DEFAULT_SALT
+
+
+class TrainError(Exception):
+    """A run that cannot start or continue (one line)."""
+
 
 GPT2_SCRATCH = "gpt2-scratch"  # GPT-2 124M architecture, random init, bundled GPT-2 tokenizer
 

@@ -1,4 +1,4 @@
-"""Training examples from the corpus: one per reply, batched by length, cached on disk.
+"""Training examples from the corpus: one per reply, built once and cached on disk.
 
 Every turn after the first of a conversation is a reply to learn, with the
 turns before it as context. The ids come from the shared dialogue format
@@ -7,45 +7,35 @@ chat will send. The context is cut from its oldest turn to fit `max_length`;
 labels are IGNORE_INDEX (-100) over the prompt, so only reply tokens count in
 the loss.
 
-Use with torch:
+    examples = build_examples(corpus, tokenizer, "train", max_length=256)  # an ExampleSet (trainer.example_set)
 
-    examples = build_examples(corpus, tokenizer, "train", max_length=256)
-    loader = DataLoader(examples, batch_sampler=LengthBucketSampler(examples.lengths, 16, seed=0),
-                        collate_fn=Collator(examples.pad_id))
-
-With transformers' Trainer: pass `examples` as the dataset and
-`Collator(examples.pad_id)` as `data_collator`; plug `LengthBucketSampler` in
-by overriding `get_train_dataloader` (or use `group_by_length`).
-
-Tokenized sets are cached under `cache_dir()/datasets/<key>/`, keyed by the
-corpus content, the tokenizer (name, size, a hash of its vocabulary and chat
-template) and the settings, so a second run loads them in well under a second.
+Batch them with `trainer.batching` (LengthBucketSampler, Collator). Tokenized
+sets are cached under `cache_dir()/datasets/<key>/`, keyed by the corpus
+content, the tokenizer (name, size, a hash of its vocabulary and chat template)
+and the settings, so a second run loads them in well under a second.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import shutil
-import tempfile
 import weakref
 from array import array
 from collections import Counter
 from dataclasses import asdict, dataclass
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
-import torch
-from torch.utils.data import Dataset, Sampler
 
-from moviechat_tui.core.dialogue import IGNORE_INDEX, NO_CONDITIONING, Conditioning, exchange_turns, format_for, training_example
+from moviechat_tui.core.dialogue import NO_CONDITIONING, Conditioning, exchange_turns, format_for, training_example
 from moviechat_tui.core.paths import cache_dir
+from trainer.batching import Collator  # noqa: F401  (re-exported: bench/train.py imports it from here)
 from trainer.cast import name_case, title_case
 from trainer.corpus import Corpus, corpus_hash
+from trainer.example_set import ExampleSet, load_example_set, save_example_sets
 from trainer.recall import recall_exchange
 from trainer.splits import DEFAULT_RATIOS, DEFAULT_SALT, SPLITS
 
@@ -88,56 +78,6 @@ def example_conditioning(corpus: Corpus, conv, turn: int, settings: ExampleSetti
     )
 
 
-class ExampleSet(Dataset):
-    """One split's examples: a torch Dataset of {"input_ids": [...], "labels": [...]}.
-
-    Stored flat (int32 ids + offsets + prompt lengths), memory-mapped from the
-    cache, so even the full corpus costs little RAM.
-    `sources[i]` is (index into corpus.conversations, index of the reply turn).
-    """
-
-    def __init__(self, split, ids, offsets, prompt_lengths, sources, pad_id, skipped=None, truncated=0) -> None:
-        self.split = split
-        self.ids, self.offsets, self.prompt_lengths, self.sources = ids, offsets, prompt_lengths, sources
-        self.pad_id = int(pad_id)
-        self.skipped = Counter(skipped or {})  # reason -> replies not turned into examples
-        self.truncated = int(truncated)  # examples whose context lost its oldest turns
-
-    def __len__(self) -> int:
-        return len(self.prompt_lengths)
-
-    def __getitem__(self, index: int) -> dict[str, list[int]]:
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(f"example {index} out of range ({len(self)} examples)")
-        start, end = int(self.offsets[index]), int(self.offsets[index + 1])
-        input_ids = self.ids[start:end].tolist()
-        prompt = int(self.prompt_lengths[index])
-        return {"input_ids": input_ids, "labels": [IGNORE_INDEX] * prompt + input_ids[prompt:]}
-
-    @cached_property
-    def lengths(self) -> list[int]:
-        """Tokens per example (what the bucketing sampler sorts by)."""
-        return np.diff(self.offsets).tolist()
-
-    @property
-    def n_tokens(self) -> int:
-        return int(self.offsets[-1]) if len(self.offsets) else 0
-
-    @property
-    def n_reply_tokens(self) -> int:
-        return self.n_tokens - int(np.sum(self.prompt_lengths, dtype=np.int64))
-
-    def padding_report(self, batch_size: int, seed: int = 0) -> dict[str, float]:
-        """Share of padding tokens with length-bucketed vs. random batches of `batch_size`."""
-        lengths = self.lengths
-        return {
-            "bucketed": padding_fraction(lengths, list(LengthBucketSampler(lengths, batch_size, seed=seed))),
-            "random": padding_fraction(lengths, random_batches(len(lengths), batch_size, seed=seed)),
-        }
-
-
 # --- building ------------------------------------------------------------------
 
 
@@ -174,12 +114,18 @@ def build_examples(
         cache = False
     directory = dataset_cache_path(corpus, tokenizer, settings)
     if cache and (directory / "meta.json").is_file():
-        return _load_split(directory, split)
+        return load_example_set(directory, split)
     built = _build_all(corpus, tokenizer, settings, conditioning_of)
     if not cache:
         return built[split]
-    _save(directory, built, corpus, tokenizer, settings)
-    return _load_split(directory, split)
+    save_example_sets(directory, built, {
+        "version": DATASET_VERSION,
+        "corpus": corpus_hash(corpus),
+        "corpus_source": corpus.source,
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "settings": asdict(settings),
+    })
+    return load_example_set(directory, split)
 
 
 def dataset_cache_path(corpus: Corpus, tokenizer, settings: ExampleSettings) -> Path:
@@ -336,144 +282,3 @@ def _lower_bound(text_tokens: int) -> int:
     """Fewest prompt tokens a turn of this text can take: its header and separator
     are at least one token, and merging at its edges saves at most two."""
     return max(0, text_tokens - 2) + 1
-
-
-# --- the disk cache --------------------------------------------------------------
-
-_ARRAYS = ("ids", "offsets", "prompt_lengths", "sources")
-
-
-def _save(directory: Path, built: dict[str, ExampleSet], corpus: Corpus, tokenizer, settings: ExampleSettings) -> None:
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=directory.parent))
-    try:
-        meta = {
-            "version": DATASET_VERSION,
-            "corpus": corpus_hash(corpus),
-            "corpus_source": corpus.source,
-            "tokenizer": tokenizer_fingerprint(tokenizer),
-            "settings": asdict(settings),
-            "splits": {},
-        }
-        for split, examples in built.items():
-            for name in _ARRAYS:
-                np.save(staging / f"{split}.{name}.npy", getattr(examples, name))
-            meta["splits"][split] = {
-                "examples": len(examples),
-                "pad_id": examples.pad_id,
-                "skipped": dict(examples.skipped),
-                "truncated": examples.truncated,
-            }
-        (staging / "meta.json").write_text(json.dumps(meta, indent=1))
-        try:
-            os.rename(staging, directory)  # atomic: a half-written cache is never seen
-        except OSError:
-            if not (directory / "meta.json").is_file():  # another process finishing first is fine
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _load_split(directory: Path, split: str) -> ExampleSet:
-    meta = json.loads((directory / "meta.json").read_text())["splits"][split]
-    arrays = {name: np.load(directory / f"{split}.{name}.npy", mmap_mode="r") for name in _ARRAYS}
-    return ExampleSet(split, pad_id=meta["pad_id"], skipped=meta["skipped"], truncated=meta["truncated"], **arrays)
-
-
-# --- batching --------------------------------------------------------------------
-
-
-class LengthBucketSampler(Sampler[list[int]]):
-    """Batches of similar-length examples, in a random order that depends only on seed and epoch.
-
-    Indices are shuffled, cut into pools of `batch_size * pool_batches`, each
-    pool sorted by length and cut into batches, then all batches shuffled. Use
-    as `DataLoader(..., batch_sampler=sampler)`; call `set_epoch(n)` for a new
-    order each epoch.
-
-    `largest_first` moves the batch with the most tokens (rows x longest row) to
-    the front, so that a run that does not fit in memory fails in its first step,
-    not hours in, and the run's peak memory shows at once.
-    """
-
-    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, shuffle: bool = True,
-                 pool_batches: int = 50, drop_last: bool = False, largest_first: bool = False) -> None:
-        if batch_size < 1:
-            raise ValueError("batch_size must be at least 1")
-        self.lengths = list(lengths)
-        self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
-        self.pool_batches, self.drop_last, self.epoch = pool_batches, drop_last, 0
-        self.largest_first = largest_first
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _batches(self) -> list[list[int]]:
-        rng = random.Random(f"{self.seed}:{self.epoch}")
-        order = list(range(len(self.lengths)))
-        if self.shuffle:
-            rng.shuffle(order)
-        else:
-            order.sort(key=self.lengths.__getitem__)
-        pool = self.batch_size * self.pool_batches
-        batches = []
-        for start in range(0, len(order), pool):
-            chunk = sorted(order[start : start + pool], key=self.lengths.__getitem__)
-            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
-        if self.drop_last:
-            batches = [b for b in batches if len(b) == self.batch_size]
-        if self.shuffle:
-            rng.shuffle(batches)
-        if self.largest_first and batches:
-            cost = lambda batch: len(batch) * max(self.lengths[i] for i in batch)  # noqa: E731
-            batches.insert(0, batches.pop(max(range(len(batches)), key=lambda k: cost(batches[k]))))
-        return batches
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return iter(self._batches())
-
-    def __len__(self) -> int:
-        n = len(self.lengths)
-        if self.drop_last:
-            pool = self.batch_size * self.pool_batches
-            return sum((min(pool, n - s)) // self.batch_size for s in range(0, n, pool))
-        pool = self.batch_size * self.pool_batches
-        return sum(-(-min(pool, n - s) // self.batch_size) for s in range(0, n, pool))
-
-
-def random_batches(n: int, batch_size: int, seed: int = 0) -> list[list[int]]:
-    """Plain shuffled batches: the baseline that bucketing is measured against."""
-    order = list(range(n))
-    random.Random(seed).shuffle(order)
-    return [order[i : i + batch_size] for i in range(0, n, batch_size)]
-
-
-def padding_fraction(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
-    """Padding tokens / all tokens when each batch is padded to its longest example."""
-    real = padded = 0
-    for batch in batches:
-        sizes = [lengths[i] for i in batch]
-        real += sum(sizes)
-        padded += max(sizes, default=0) * len(sizes)
-    return 0.0 if padded == 0 else 1 - real / padded
-
-
-class Collator:
-    """Pads a list of examples on the right: input_ids with pad_id, labels with -100, attention_mask 1/0."""
-
-    def __init__(self, pad_id: int, pad_to_multiple_of: int | None = None) -> None:
-        self.pad_id, self.pad_to_multiple_of = int(pad_id), pad_to_multiple_of
-
-    def __call__(self, features: Sequence[dict]) -> dict[str, torch.Tensor]:
-        width = max(len(f["input_ids"]) for f in features)
-        if self.pad_to_multiple_of:
-            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
-        input_ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
-        attention_mask = torch.zeros((len(features), width), dtype=torch.long)
-        for row, feature in enumerate(features):
-            n = len(feature["input_ids"])
-            input_ids[row, :n] = torch.as_tensor(feature["input_ids"], dtype=torch.long)
-            labels[row, :n] = torch.as_tensor(feature["labels"], dtype=torch.long)
-            attention_mask[row, :n] = 1
-        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}

@@ -23,7 +23,7 @@ import zipfile
 from pathlib import Path
 
 from moviechat_tui.core.paths import cache_dir
-from trainer.corpus import CorpusError
+from trainer.corpus_files import CorpusError
 
 CORNELL_URL = "https://www.cs.cornell.edu/~cristian/data/cornell_movie_dialogs_corpus.zip"
 # SHA-256 of the zip at CORNELL_URL (9,916,637 bytes), as published in the

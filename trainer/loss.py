@@ -18,7 +18,7 @@ The maths is the model's own loss (tests compare the two and their gradients
 with torch.allclose); only the discarded work is gone. It is exact for models
 whose head is a plain projection of the last hidden state (GPT-2, Llama family);
 other models fall back to their own logits (`supports_reply_loss`). Evaluation
-(trainer.evaluate.reply_nll) scores replies with the same `reply_logits`.
+(trainer.perplexity.reply_nll) scores replies with the same `reply_logits`.
 """
 
 from __future__ import annotations

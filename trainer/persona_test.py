@@ -12,7 +12,9 @@ import random
 from typing import Callable, Sequence
 
 from trainer.corpus import Corpus
-from trainer.dataset import ExampleSet, ExampleSettings, build_examples, example_conditioning
+from trainer.dataset import ExampleSettings, build_examples, example_conditioning
+from trainer.example_set import ExampleSet
+from trainer.perplexity import perplexity
 
 
 def shuffled_personas(corpus: Corpus, indices: Sequence[int], genres: bool, seed: int = 0):
@@ -40,8 +42,6 @@ def shuffled_personas(corpus: Corpus, indices: Sequence[int], genres: bool, seed
 def persona_perplexity(model, corpus: Corpus, tokenizer, splits: Sequence[str], true_nll: tuple[float, int], config,
                        genres: bool, split_args: dict, nll_over: Callable[[list[ExampleSet], str], tuple[float, int]]) -> dict:
     """{"true", "shuffled", "ratio"}; `true_nll` is the (nll, tokens) already measured with true personas."""
-    from trainer.evaluate import perplexity
-
     movie_split = corpus.split_of_movies(**split_args)
     indices = [i for i, c in enumerate(corpus.conversations) if movie_split[c.movie_id] in splits]
     conditioning_of = shuffled_personas(corpus, indices, genres, config.seed)

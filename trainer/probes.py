@@ -28,6 +28,7 @@ import torch
 from moviechat_tui.core.cast import fold, load_cast
 from moviechat_tui.core.dialogue import BOT, USER, Conditioning, Turn, fit_prompt
 from moviechat_tui.core.generation import GenerationSettings
+from trainer.sampled_replies import engine_reply
 
 PROBE_KINDS: dict[str, dict] = {
     "name": {
@@ -165,8 +166,6 @@ ReplySampler = Callable[[Probe, int], str]  # (probe, seed) -> reply text
 
 def engine_sampler(loaded, settings: GenerationSettings | None = None) -> ReplySampler:
     """Replies as the chat engine makes them: its window, prompt fitting and decoding settings."""
-    from trainer.evaluate import engine_reply
-
     base = (settings or GenerationSettings()).validate()
     return lambda probe, seed: engine_reply(loaded, probe.turns, probe.conditioning, base.replace(seed=seed)).text
 

@@ -15,6 +15,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from trainer.cli_common import UsageError
+
 
 class RatingsError(Exception):
     """One line for the user."""
@@ -86,7 +88,6 @@ def add_ratings_command(subparsers) -> None:
 
 def run_ratings(args: argparse.Namespace) -> int:
     from moviechat_tui.core.paths import default_db_path
-    from trainer.cli import UsageError
 
     db_path = Path(args.db or default_db_path()).expanduser()
     try:

@@ -8,7 +8,7 @@ processes on one file queue up for up to `busy_timeout` seconds instead of deadl
 raise DatabaseLocked or, with `on_busy` set, report it and try again. The schema version lives in
 `PRAGMA user_version`; see schema.py. Creating or migrating the schema happens in one BEGIN IMMEDIATE
 transaction that reads the version again, so any number of processes may open a missing file at once
-(tests/test_store.py starts 8).
+(tests/test_store_concurrency.py starts 8).
 
 A conversation is a tree of messages; what is read and written by default is the branch on screen
 (see branches.py). `transaction(change)` runs several writes (an import, a fork) as one.
