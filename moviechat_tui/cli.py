@@ -289,6 +289,7 @@ def cmd_search(args) -> int:
 
 
 def cmd_models(args) -> int:
+    from .core.backends import BACKEND_ENV, ct2_cache, describe_backends, llamacpp_cache
     from .core.specs import describe_specs
 
     table = Table("spec", "resolves to", "offline", "note", box=None)
@@ -296,6 +297,20 @@ def cmd_models(args) -> int:
         table.add_row(escape(info.spec), escape(info.resolves_to), "yes" if info.available else "no",
                       escape(info.note))
     out.print(table)
+    chosen = os.environ.get(BACKEND_ENV) or "auto"
+    out.print(f"\n[bold]Replies come from[/] ({BACKEND_ENV}={escape(chosen)}; the first that can run a model):")
+    backends = Table("backend", "installed", "why", box=None)
+    for name, available, note in describe_backends():
+        backends.add_row(name, "yes" if available else "no", escape(note))
+    out.print(backends)
+    copies = llamacpp_cache.converted() + ct2_cache.converted()
+    if copies:
+        out.print("\n[bold]Converted copies[/] (made on first use; reply perplexity vs the model in memory):")
+        table = Table("model", "copy", "perplexity", "note", box=None)
+        for copy in copies:
+            change = "" if copy["change_pct"] is None else f"{copy['change_pct']:+.2f}%"
+            table.add_row(escape(copy["folder"]), copy["backend"], change, escape(copy["note"]))
+        out.print(table)
     return 0
 
 

@@ -97,6 +97,21 @@ def test_models_lists_the_specs():
     assert "default" in result.stdout and "smollm2-135m" in result.stdout and "gpt2" in result.stdout
 
 
+def test_models_says_which_backend_replies_and_what_was_converted(tiny_gpt2_dir, monkeypatch, capsys):
+    from moviechat_tui.cli import main
+    from moviechat_tui.core.loading import load_model
+
+    load_model(str(tiny_gpt2_dir))  # a GGUF copy in this test's cache
+    assert main(["models"]) == 0
+    shown = capsys.readouterr().out
+    order = [shown.index(f"\n {name} ") for name in ("llama.cpp", "ctranslate2", "transformers")]
+    assert order == sorted(order) and "first on CPU" in shown
+    assert "llama.cpp-q8_0" in shown and "tiny-gpt2" in shown  # the copy and its guard figure
+    monkeypatch.setenv("MOVIECHAT_BACKEND", "transformers")
+    assert main(["models"]) == 0
+    assert "skipped: the transformers" in capsys.readouterr().out
+
+
 def test_export_then_import_gives_the_same_conversation_and_a_bad_file_writes_nothing(chatted, tmp_path, capsys):
     from moviechat_tui.cli import main
 

@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from moviechat_tui.core.backends import BACKENDS
 from trainer.cli_common import UsageError, add_corpus_arguments, resolve_corpus
 
 
@@ -34,7 +35,7 @@ def add_eval_command(subparsers) -> None:
     parser.add_argument("--probes", action=argparse.BooleanOptionalAction, default=True,
                         help="run the context probes: recall of stated facts, forced choice, own name (default on)")
     parser.add_argument("--probe-seeds", type=int, default=3, metavar="N", help="sampled replies per probe (default 3)")
-    parser.add_argument("--backend", choices=("auto", "transformers", "ctranslate2"), default="auto",
+    parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="how replies are sampled (default: as the chat app does)")
     parser.add_argument("--out", type=Path, metavar="FILE.md",
                         help="markdown report (default: eval-SPLIT.md in a run dir, else ./eval-MODEL-SPLIT.md)")
@@ -79,7 +80,7 @@ def add_probes_command(subparsers) -> None:
     parser.add_argument("--model", metavar="SPEC", default="default", help="any model spec (default: default)")
     parser.add_argument("--seeds", type=int, default=3, metavar="N", help="sampled replies per probe (default 3)")
     parser.add_argument("--seed", type=int, default=0, help="picks the probes' personas, fillers and values")
-    parser.add_argument("--backend", choices=("auto", "transformers", "ctranslate2"), default="auto")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write every probe, reply and score as JSON")
     parser.set_defaults(func=run_probes_command)
 

@@ -139,3 +139,28 @@ def choose_backend(requested: str | None, device: str) -> tuple[str, str]:
 def insisted(requested: str | None) -> bool:
     """Whether a fast path was asked for by name (so falling back would be wrong)."""
     return _normalise(requested or os.environ.get(BACKEND_ENV) or "") in FAST_ORDER
+
+
+ROLES = {
+    LLAMACPP: "first on CPU: a GGUF copy, q8_0 while the quality guard passes (else f32)",
+    CTRANSLATE2: "on CPU when llama.cpp is missing or can't run the model: int8 or float32 by the same guard",
+    TRANSFORMERS: "always there: on GPUs, when no fast copy can be made, for a model changed in memory",
+}
+
+
+def describe_backends(requested: str | None = None, device: str = "cpu") -> list[tuple[str, bool, str]]:
+    """(backend, installed, what it is for, and whether `requested` on `device` tries it) in the order tried."""
+    try:
+        found, why = fast_candidates(requested, device)
+    except BackendError as exc:
+        found, why = [], str(exc)
+    rows = []
+    for kind in (*FAST_ORDER, TRANSFORMERS):
+        available = True if kind == TRANSFORMERS else installed(kind)
+        note = ROLES[kind]
+        if kind in FAST_ORDER and not available:
+            note = f"not installed: {INSTALL_HINT[kind]}"
+        elif kind in FAST_ORDER and kind not in found:
+            note = f"skipped: {why}" if why else "skipped"
+        rows.append((kind, available, note))
+    return rows

@@ -160,3 +160,18 @@ def open_converted(directory: Path, tokenizer) -> CT2Backend:
     generator = new_generator(directory, meta["compute_type"])
     quality = {k: v for k, v in meta.items() if k.startswith("perplexity_change_pct")}
     return track(CT2Backend(generator, tokenizer, directory, meta["compute_type"], int(meta["context_window"]), quality))
+
+
+def converted() -> list[dict]:
+    """Every CTranslate2 copy in the cache: its folder, compute type and quality guard, or why it couldn't be made."""
+    rows = []
+    for folder in sorted(_root().glob("*")) if _root().is_dir() else []:
+        if (folder / METADATA).is_file():
+            meta = json.loads((folder / METADATA).read_text())
+            change = meta.get(f"perplexity_change_pct_{meta['compute_type']}")
+            rows.append({"folder": folder.name, "backend": f"ctranslate2-{meta['compute_type']}", "change_pct": change,
+                         "note": CT2Backend(None, None, folder, meta["compute_type"], 0, meta).note})
+        elif (folder / UNSUPPORTED).is_file():
+            rows.append({"folder": folder.name, "backend": "ctranslate2", "change_pct": None,
+                         "note": (folder / UNSUPPORTED).read_text().strip()})
+    return rows

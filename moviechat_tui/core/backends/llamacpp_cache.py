@@ -144,3 +144,18 @@ def open_converted(directory: Path, tokenizer) -> LlamaCppBackend:
     quality = {k: v for k, v in meta.items() if k.startswith("perplexity_change_pct")}
     return open_gguf(directory / MODEL_FILE, tokenizer, meta["weights"], int(meta["context_window"]), quality,
                      threads())
+
+
+def converted() -> list[dict]:
+    """Every GGUF copy in the cache: its folder, weights and quality guard, or why it couldn't be made."""
+    rows = []
+    for folder in sorted(_root().glob("*")) if _root().is_dir() else []:
+        if (folder / METADATA).is_file():
+            meta = json.loads((folder / METADATA).read_text())
+            change = meta.get(f"perplexity_change_pct_{meta['weights']}")
+            rows.append({"folder": folder.name, "backend": f"llama.cpp-{meta['weights']}", "change_pct": change,
+                         "note": LlamaCppBackend(None, None, folder, meta["weights"], 0, meta).note})
+        elif (folder / UNSUPPORTED).is_file():
+            rows.append({"folder": folder.name, "backend": "llama.cpp", "change_pct": None,
+                         "note": (folder / UNSUPPORTED).read_text().strip()})
+    return rows
