@@ -34,6 +34,9 @@ class LlamaCppBackend:
     prefix_hits: int = 0
     cached: list[int] = field(default_factory=list)  # the ids whose state the KV cache holds, in order
 
+    def __post_init__(self) -> None:
+        self._vocab = self.llm.n_vocab() if self.llm is not None else 0
+
     @property
     def name(self) -> str:
         return f"llama.cpp-{self.weights}"
@@ -75,8 +78,9 @@ class LlamaCppBackend:
         import numpy as np
         import torch
 
+        # A view of llama.cpp's buffer, no copy: it is read (and changed in place) before the next decode.
         pointer = llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
-        return torch.from_numpy(np.ctypeslib.as_array(pointer, shape=(self.llm.n_vocab(),)).copy())
+        return torch.from_numpy(np.ctypeslib.as_array(pointer, shape=(self._vocab,)))
 
     def clear_prefixes(self) -> None:
         import llama_cpp

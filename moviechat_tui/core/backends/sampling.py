@@ -45,7 +45,7 @@ class NextToken:
         """`logits`: the next-token scores (a float32 torch tensor of the vocabulary's size; changed in place)."""
         torch = self.torch
         scores = logits.view(1, -1)
-        ids = torch.tensor([list(reply)], dtype=torch.long)
+        ids = torch.tensor([list(reply)], dtype=torch.long) if self.penalties or self.warpers else None
         if reply:
             for processor in self.penalties:
                 scores = processor(ids, scores)
