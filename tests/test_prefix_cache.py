@@ -96,6 +96,32 @@ def test_the_engine_warms_the_next_turn_while_the_user_types(tiny_gpt2_dir, tmp_
     assert "".join(stream).strip() == second_text and cold.fast.prefix_hits == 0
 
 
+def test_opening_a_saved_conversation_reads_it_ahead(tiny_gpt2_dir, tmp_path):
+    # Another session (a restart, the other front end) opens the conversation: nothing is warm yet.
+    db = tmp_path / "chat.db"
+    writer = ChatEngine(Store(db), model_spec=str(tiny_gpt2_dir), settings=GREEDY,
+                        loader=lambda spec: load_model(spec, backend="ctranslate2"))
+    conversation = writer.new_conversation()
+    writer.send(conversation.id, "You're late. The boat leaves at midnight.").consume()
+    loaded = load_model(str(tiny_gpt2_dir), backend="ctranslate2")
+    engine = ChatEngine(Store(db), model_spec=str(tiny_gpt2_dir), settings=GREEDY, loader=lambda spec: loaded)
+    assert engine.read_ahead(conversation.id) is None  # the model isn't loaded: nothing is forced
+    engine.load()
+    engine.read_ahead(conversation.id).join()
+    assert len(loaded.fast.prefixes) == 1
+    reply = engine.send(conversation.id, "Who else knows?")
+    text = reply.consume()
+    assert loaded.fast.prefix_hits == 1
+    # The same as a reply that read everything.
+    cold = load_model(str(tiny_gpt2_dir), backend="ctranslate2")
+    history = [Turn(m.role, m.text) for m in engine.messages(conversation.id)][:-1]
+    stream = stream_reply(cold, fit_prompt(cold.format, history, 1024 - GREEDY.max_new_tokens).ids, GREEDY)
+    assert "".join(stream).strip() == text and cold.fast.prefix_hits == 0
+    # A branch that ends with the user's message (its reply failed) has nothing to read ahead for.
+    engine.store.add_message(conversation.id, USER, "Hello?", parent_id=reply.message.id)
+    assert engine.read_ahead(conversation.id) is None
+
+
 def test_the_transformers_path_continues_from_a_warmed_kv_cache(tiny_gpt2_dir):
     loaded = load_model(str(tiny_gpt2_dir), backend="transformers")
     fmt = loaded.format

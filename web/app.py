@@ -290,6 +290,9 @@ def main() -> None:
                    "saved conversations (from here or the terminal app) are in the sidebar.")
     # A regenerate or an edit asked for by a button: saved now, streamed below the branch it starts.
     pending = start_pending(engine, current.id) if current and model_error is None else None
+    if current and pending is None and st.session_state.get("read_ahead_for") != current.id:
+        st.session_state["read_ahead_for"] = current.id  # once per opening, in the background
+        engine.read_ahead(current.id)
     for m in engine.messages(current.id) if current else []:
         show_message(m, engine=None if pending else engine, can_reply=model_error is None)
     text = st.chat_input("Chat is off until the model loads" if model_error else "Say something…",

@@ -271,6 +271,26 @@ class ChatEngine(VersionActions, ModelHolder):
                 except Exception:  # only a head start for the next reply; it reads everything without one
                     pass
 
+    def read_ahead(self, conversation_id: int) -> threading.Thread | None:
+        """Have the model read an opened conversation's branch in the background, as after a reply, so
+        that the next reply prefills only the new message. Nothing happens until the model is loaded,
+        or when the branch doesn't end with a reply. Returns the warm-up thread (join to wait)."""
+        if not self.model_loaded:
+            return None
+        try:
+            loaded = self.load()
+            conversation = self.store.get_conversation(conversation_id)
+            history = [Turn(m.role, m.text) for m in self.store.messages(conversation_id)
+                       if m.text and m.status != "error"]
+            if not history or history[-1].role != BOT:
+                return None
+            settings = self.settings_for(conversation).validate()
+            prefix = next_turn_prefix(loaded.format, history, prompt_budget(loaded, settings),
+                                      Conditioning.from_dict(conversation.conditioning))
+            return warm_prefix(loaded, prefix)
+        except Exception:  # only a head start: the next reply reads everything without it
+            return None
+
     # --- replay and export ---------------------------------------------------
 
     def transcript(self, conversation_id: int) -> tuple[Conversation, list[Message]]:

@@ -212,6 +212,7 @@ class ChatScreen(ChatTools, Screen):
             self.refresh_sidebar()
             return False
         self._show(conversation, messages)
+        self.engine.read_ahead(conversation_id)  # in the background: the next reply reads only the new message
         self.focus_input()
         return True
 
