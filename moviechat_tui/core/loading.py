@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import backends
-from .backends import cache_keys, ct2_cache, llamacpp_cache
+from .backends import conversion_cache, ct2_cache, llamacpp_cache
 from .backends.hf import TransformersBackend
 from .dialogue import DialogueFormat, format_for
 from .specs import DEFAULT_SPEC, OFFLINE_BASE, RUN_METADATA, ModelLoadError, _first_line, _recipe, _Recipe, _resolve
@@ -138,7 +138,7 @@ def load_model(spec: str = DEFAULT_SPEC, *, device: str | None = None, backend: 
     to_convert = []  # (cache module, label, key) of fast copies to make once the model is loaded
     for kind in candidates:
         cache = _CACHES[kind]
-        label = cache_keys.label_for(recipe.source)
+        label = conversion_cache.label_for(recipe.source)
         try:
             key = cache.fingerprint(recipe.files)
             converted = cache.find_converted(label, key)

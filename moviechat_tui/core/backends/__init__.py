@@ -7,7 +7,7 @@
                  missing or can't run the model
     sampling.py  the next token from logits, as transformers picks it (for llama.cpp)
     quality.py   the quality guard: how much a converted copy raises reply perplexity
-    cache_keys.py  where converted copies are kept, keyed by the model's files
+    conversion_cache.py  where converted copies are kept, keyed by the model's files
 
 A new backend is one more module with a class that implements `Backend`, a place in
 `FAST_ORDER`, and a branch in loading.load_model that opens it.

@@ -21,9 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
-from ..paths import cache_dir
-from . import BackendError
-from .cache_keys import files_digest, label_for  # noqa: F401  (label_for: used through this module)
+from .conversion_cache import ConversionCache, choice_from_env, files_digest
 from .ct2 import CT2Backend, new_generator, track
 from .quality import QUALITY_LIMIT_PCT, compare
 
@@ -31,15 +29,13 @@ COMPUTE_ENV = "MOVIECHAT_FAST_COMPUTE"  # "auto" (default), "int8" or "float32"
 COMPUTE_TYPES = ("int8", "float32")  # int8: weights and matmuls (4x less memory traffic); float32: exact
 FORMAT_VERSION = 3  # bump when what is stored next to a conversion changes
 METADATA = "moviechat_fast.json"
-UNSUPPORTED = "unsupported.txt"  # left where a conversion failed, so it isn't retried every launch
+
+
+CACHE = ConversionCache("ctranslate2", METADATA)
 
 
 def compute_choice() -> str:
-    choice = (os.environ.get(COMPUTE_ENV) or "auto").strip().lower()
-    if choice not in ("auto", *COMPUTE_TYPES):
-        raise BackendError(f"unknown {COMPUTE_ENV} {choice!r}; use auto, int8 or float32")
-    return choice
-
+    return choice_from_env(COMPUTE_ENV, COMPUTE_TYPES)
 
 
 def fingerprint(files: Iterable[Path]) -> str:
@@ -49,37 +45,15 @@ def fingerprint(files: Iterable[Path]) -> str:
     return files_digest(files, f"{FORMAT_VERSION}:{ctranslate2.__version__}:{compute_choice()}")
 
 
-def _root() -> Path:
-    return cache_dir() / "ctranslate2"
-
-
-def _target(label: str, key: str) -> Path:
-    return _root() / f"{label}-{key}"
-
-
 def find_converted(label: str, key: str) -> Path | None:
     """The finished conversion for these files; BackendError if converting them failed before."""
-    target = _target(label, key)
-    if (target / UNSUPPORTED).is_file():
-        raise BackendError((target / UNSUPPORTED).read_text().strip())
-    return target if (target / METADATA).is_file() else None
+    return CACHE.find(label, key)
 
 
 def convert(model, tokenizer, label: str, key: str, context_window: int) -> Path:
     """Convert an in-memory transformers model once; older conversions of the same source are removed."""
-    target = _target(label, key)
-    try:
-        _convert(model, tokenizer, target, context_window)
-    except Exception as exc:
-        line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        message = f"CTranslate2 can't convert this model ({line})"
-        target.mkdir(parents=True, exist_ok=True)
-        (target / UNSUPPORTED).write_text(message + "\n")
-        raise BackendError(message) from exc
-    for stale in _root().glob(f"{label}-*"):
-        if stale != target and not stale.name.count(".tmp-"):
-            shutil.rmtree(stale, ignore_errors=True)
-    return target
+    return CACHE.make(label, key, lambda target: _convert(model, tokenizer, target, context_window),
+                      lambda exc, line: f"CTranslate2 can't convert this model ({line})")
 
 
 def _convert(model, tokenizer, target: Path, context_window: int) -> None:
@@ -164,14 +138,9 @@ def open_converted(directory: Path, tokenizer) -> CT2Backend:
 
 def converted() -> list[dict]:
     """Every CTranslate2 copy in the cache: its folder, compute type and quality guard, or why it couldn't be made."""
-    rows = []
-    for folder in sorted(_root().glob("*")) if _root().is_dir() else []:
-        if (folder / METADATA).is_file():
-            meta = json.loads((folder / METADATA).read_text())
-            change = meta.get(f"perplexity_change_pct_{meta['compute_type']}")
-            rows.append({"folder": folder.name, "backend": f"ctranslate2-{meta['compute_type']}", "change_pct": change,
-                         "note": CT2Backend(None, None, folder, meta["compute_type"], 0, meta).note})
-        elif (folder / UNSUPPORTED).is_file():
-            rows.append({"folder": folder.name, "backend": "ctranslate2", "change_pct": None,
-                         "note": (folder / UNSUPPORTED).read_text().strip()})
-    return rows
+    def describe(folder: Path, meta: dict) -> dict:
+        compute = meta["compute_type"]
+        return {"backend": f"ctranslate2-{compute}", "change_pct": meta.get(f"perplexity_change_pct_{compute}"),
+                "note": CT2Backend(None, None, folder, compute, 0, meta).note}
+
+    return CACHE.listing(describe, "ctranslate2")

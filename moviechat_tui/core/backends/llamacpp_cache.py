@@ -20,9 +20,8 @@ import shutil
 from pathlib import Path
 from typing import Iterable
 
-from ..paths import cache_dir
-from . import BackendError, threads
-from .cache_keys import files_digest
+from . import threads
+from .conversion_cache import ConversionCache, choice_from_env, files_digest
 from .gguf_export import ExportError, write_model
 from .llamacpp import LlamaCppBackend, open_gguf, quiet
 from .quality import QUALITY_LIMIT_PCT, compare
@@ -32,17 +31,16 @@ WEIGHTS = ("q8_0", "f32")  # tried in this order: the first that passes the guar
 FORMAT_VERSION = 1  # bump when what is stored next to a conversion changes
 METADATA = "moviechat_gguf.json"
 MODEL_FILE = "model.gguf"
-UNSUPPORTED = "unsupported.txt"  # left where a conversion failed, so it isn't retried every launch
 CONTEXT_LIMIT = 2048  # positions per llama.cpp context (chat prompts are planned within 1,024)
 _GGML_TYPE_Q8_0 = 8
 _FTYPE = {"q8_0": 7}  # llama_ftype: LLAMA_FTYPE_MOSTLY_Q8_0
 
 
+CACHE = ConversionCache("llamacpp", METADATA)
+
+
 def weights_choice() -> str:
-    choice = (os.environ.get(WEIGHTS_ENV) or "auto").strip().lower()
-    if choice not in ("auto", *WEIGHTS):
-        raise BackendError(f"unknown {WEIGHTS_ENV} {choice!r}; use auto, q8_0 or f32")
-    return choice
+    return choice_from_env(WEIGHTS_ENV, WEIGHTS)
 
 
 def fingerprint(files: Iterable[Path]) -> str:
@@ -52,38 +50,18 @@ def fingerprint(files: Iterable[Path]) -> str:
     return files_digest(files, f"gguf:{FORMAT_VERSION}:{llama_cpp.__version__}:{weights_choice()}")
 
 
-def _root() -> Path:
-    return cache_dir() / "llamacpp"
-
-
-def _target(label: str, key: str) -> Path:
-    return _root() / f"{label}-{key}"
-
-
 def find_converted(label: str, key: str) -> Path | None:
     """The finished conversion for these files; BackendError if converting them failed before."""
-    target = _target(label, key)
-    if (target / UNSUPPORTED).is_file():
-        raise BackendError((target / UNSUPPORTED).read_text().strip())
-    return target if (target / METADATA).is_file() else None
+    return CACHE.find(label, key)
 
 
 def convert(model, tokenizer, label: str, key: str, context_window: int) -> Path:
     """Write the in-memory model once; older conversions of the same source are removed."""
-    target = _target(label, key)
-    try:
-        _convert(model, tokenizer, target, min(context_window, CONTEXT_LIMIT))
-    except Exception as exc:
-        line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        message = f"llama.cpp can't run this model ({line})" if isinstance(exc, ExportError) else \
-            f"the GGUF conversion failed ({line})"
-        target.mkdir(parents=True, exist_ok=True)
-        (target / UNSUPPORTED).write_text(message + "\n")
-        raise BackendError(message) from exc
-    for stale in _root().glob(f"{label}-*"):
-        if stale != target and ".tmp-" not in stale.name:
-            shutil.rmtree(stale, ignore_errors=True)
-    return target
+    return CACHE.make(
+        label, key, lambda target: _convert(model, tokenizer, target, min(context_window, CONTEXT_LIMIT)),
+        lambda exc, line: (f"llama.cpp can't run this model ({line})" if isinstance(exc, ExportError)
+                           else f"the GGUF conversion failed ({line})"),
+    )
 
 
 def _convert(model, tokenizer, target: Path, context_window: int) -> None:
@@ -148,14 +126,9 @@ def open_converted(directory: Path, tokenizer) -> LlamaCppBackend:
 
 def converted() -> list[dict]:
     """Every GGUF copy in the cache: its folder, weights and quality guard, or why it couldn't be made."""
-    rows = []
-    for folder in sorted(_root().glob("*")) if _root().is_dir() else []:
-        if (folder / METADATA).is_file():
-            meta = json.loads((folder / METADATA).read_text())
-            change = meta.get(f"perplexity_change_pct_{meta['weights']}")
-            rows.append({"folder": folder.name, "backend": f"llama.cpp-{meta['weights']}", "change_pct": change,
-                         "note": LlamaCppBackend(None, None, folder, meta["weights"], 0, meta).note})
-        elif (folder / UNSUPPORTED).is_file():
-            rows.append({"folder": folder.name, "backend": "llama.cpp", "change_pct": None,
-                         "note": (folder / UNSUPPORTED).read_text().strip()})
-    return rows
+    def describe(folder: Path, meta: dict) -> dict:
+        weights = meta["weights"]
+        return {"backend": f"llama.cpp-{weights}", "change_pct": meta.get(f"perplexity_change_pct_{weights}"),
+                "note": LlamaCppBackend(None, None, folder, weights, 0, meta).note}
+
+    return CACHE.listing(describe, "llama.cpp")
