@@ -113,10 +113,8 @@ PROMPT = [Turn(USER, "Where were you last night?"), Turn(BOT, "Out."), Turn(USER
 
 @pytest.mark.parametrize("settings", [
     GenerationSettings(temperature=0, max_new_tokens=16),  # greedy, with the default penalties
-    GenerationSettings(temperature=0.9, top_k=40, top_p=0.9, seed=11, max_new_tokens=16),
-    GenerationSettings(temperature=1.3, top_k=0, top_p=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0,
-                       seed=5, max_new_tokens=16),
-], ids=["greedy", "sampled", "plain-sampling"])
+    GenerationSettings(temperature=1.3, top_k=0, top_p=0.95, seed=5, max_new_tokens=16),  # no top-k cut
+], ids=["greedy", "sampled-without-top-k"])
 def test_float32_replies_are_the_transformers_replies_token_for_token(pair, settings):
     fast, plain = pair
     prompt = fast.format.prompt_ids(PROMPT)
@@ -124,6 +122,23 @@ def test_float32_replies_are_the_transformers_replies_token_for_token(pair, sett
     ours = fast.backend.generate(prompt, settings, lambda _t: None, lambda: False, eot)
     theirs = plain.backend.generate(prompt, settings, lambda _t: None, lambda: False, eot)
     assert ours == theirs
+
+
+def test_top_k_sampling_draws_only_among_the_transformers_candidates(pair):
+    # With a top-k cut the draw runs on the k candidates (other random numbers than transformers'),
+    # so each token must be one that transformers' own warpers leave a chance, and a seed repeats.
+    from transformers import TopKLogitsWarper, TopPLogitsWarper
+
+    fast, plain = pair
+    settings = GenerationSettings(temperature=1.5, top_k=5, top_p=0.9, repetition_penalty=1.0,
+                                  no_repeat_ngram_size=0, seed=2, max_new_tokens=24)
+    prompt, eot = fast.format.prompt_ids(PROMPT), fast.format.end_of_turn_id
+    ours = fast.backend.generate(prompt, settings, lambda _t: None, lambda: False, eot)
+    assert ours == fast.backend.generate(prompt, settings, lambda _t: None, lambda: False, eot)
+    scores = plain.backend.logits(prompt + ours)[len(prompt) - 1:-1] / settings.temperature
+    allowed = TopPLogitsWarper(0.9)(None, TopKLogitsWarper(5)(None, scores)) > -float("inf")
+    assert all(allowed[i, token] for i, token in enumerate(ours))
+    assert len(set(ours)) > 1  # it did sample
 
 
 def test_the_next_turn_reuses_the_cache_and_replies_the_same(pair):
