@@ -331,6 +331,18 @@ def profile(baseline, default, config: BenchConfig, turns: int = 10) -> dict:
                                                  lambda: False, stop))
         direct.append(_timing(count, firsts[0] - started, time.perf_counter() - started))
     engine = [cold_engine_run(fixed_length_view(default), prompt, n) for _ in range(config.runs)]
+    # The same with the app's default decoding settings (sampling, top-k, top-p, penalties): what a chat costs.
+    sampled = []
+    for seed in range(config.runs):
+        firsts = []
+        with default.generate_lock:
+            default.backend.clear_prefixes()
+            started = time.perf_counter()
+            count = len(default.backend.generate(prompt, GenerationSettings(max_new_tokens=n, seed=seed),
+                                                 lambda _t: firsts or firsts.append(time.perf_counter()),
+                                                 lambda: False, stop))
+        sampled.append(_timing(count, firsts[0] - started, time.perf_counter() - started))
+    out["backend_direct_default_settings"] = _summary(sampled)
     out["backend_direct"] = _summary(direct)
     out["backend_engine"] = _summary(engine)
     out["engine_overhead_ms_per_token"] = _ms_per_token_gap(out["backend_engine"]["decode_tok_s"],

@@ -3,8 +3,8 @@
 `load_model` asks `choose_backend` whether to use it (on CPU, when llama-cpp-python is installed,
 unless MOVIECHAT_BACKEND names another), then llamacpp_cache finds or makes the GGUF file and
 opens it here. llama.cpp computes the logits of each step; sampling.NextToken picks the token with
-transformers' own processors, so every decoding setting and seed means what it means on the
-transformers backend.
+transformers' own processors, so every decoding setting means what it means on the transformers
+backend (a seed reproduces replies on this backend; greedy replies match transformers').
 
 Prefix cache: llama.cpp keeps one KV cache per context. A prompt that starts with what the cache
 already holds (the history through the last reply, or a prefix `warm` read ahead) prefills only
