@@ -16,7 +16,6 @@ of all options alternate, medians reported). The backend keeps the fastest copy 
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import statistics
 import sys
@@ -29,15 +28,12 @@ sys.path.insert(0, str(ROOT))
 
 from inference_runs import history, llamacpp_run  # noqa: E402  (bench/ is on sys.path)
 
-QUANTIZED = {"q8_0": 7, "q5_1": 9, "q4_1": 3, "q4_0": 2}  # llama_ftype values
-
 
 def build_options(loaded, workdir: Path) -> dict[str, tuple[Path, Path | None]]:
     """name -> (GGUF file, run-time LoRA file or None)."""
-    import llama_cpp
-
     from moviechat_tui.core.backends.gguf_export import write_lora, write_model
     from moviechat_tui.core.backends.llamacpp import quiet
+    from moviechat_tui.core.backends.llamacpp_cache import quantize
     from moviechat_tui.core.specs import RUN_METADATA, OFFLINE_BASE, smollm2_gguf_path
 
     quiet()
@@ -50,14 +46,8 @@ def build_options(loaded, workdir: Path) -> dict[str, tuple[Path, Path | None]]:
         options["base q4_1 alone (no adapter)"] = (smollm2_gguf_path(), None)
     f32 = write_model(loaded.model, loaded.tokenizer, workdir / "f32.gguf")
     options["merged f32"] = (f32, None)
-    for name, ftype in QUANTIZED.items():
-        out = workdir / f"{name}.gguf"
-        params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = ftype
-        params.token_embedding_type = params.output_tensor_type = 8  # q8_0, as in the bundled file
-        if llama_cpp.llama_model_quantize(str(f32).encode(), str(out).encode(), ctypes.byref(params)) != 0:
-            raise SystemExit(f"error: llama.cpp could not quantize to {name}")
-        options[f"merged {name}"] = (out, None)
+    for name in ("q8_0", "q5_1", "q4_1", "q4_0"):
+        options[f"merged {name}"] = (quantize(f32, workdir / f"{name}.gguf", name), None)
     return options
 
 

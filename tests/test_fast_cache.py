@@ -18,6 +18,7 @@ from moviechat_tui.core.dialogue import USER, Turn
 from moviechat_tui.core.generation import GenerationSettings, stream_reply
 from moviechat_tui.core.loading import ModelLoadError, load_model
 from moviechat_tui.core.paths import cache_dir
+from cache_helpers import converted_dirs, count_conversions
 
 GREEDY = GenerationSettings(temperature=0, repetition_penalty=1.0, no_repeat_ngram_size=0, max_new_tokens=8)
 
@@ -30,20 +31,11 @@ def _without_llamacpp(monkeypatch):
 @pytest.fixture
 def conversions(monkeypatch):
     """Counts conversions (the real ones still run)."""
-    calls = []
-    real = ct2_cache._convert
-
-    def counting(*args, **kwargs):
-        calls.append(args[2])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(ct2_cache, "_convert", counting)
-    return calls
+    return count_conversions(monkeypatch, ct2_cache)
 
 
 def _converted_dirs():
-    root = cache_dir() / "ctranslate2"
-    return sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    return converted_dirs("ctranslate2")
 
 
 def _log_probs_fp32(model, ids):

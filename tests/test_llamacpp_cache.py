@@ -17,6 +17,7 @@ from moviechat_tui.core.dialogue import USER, Turn  # noqa: E402
 from moviechat_tui.core.generation import GenerationSettings, stream_reply  # noqa: E402
 from moviechat_tui.core.loading import ModelLoadError, load_model  # noqa: E402
 from moviechat_tui.core.paths import cache_dir  # noqa: E402
+from cache_helpers import converted_dirs, count_conversions  # noqa: E402
 from moviechat_tui.core.specs import RUN_METADATA  # noqa: E402
 
 GREEDY = GenerationSettings(temperature=0, repetition_penalty=1.0, no_repeat_ngram_size=0, max_new_tokens=8)
@@ -25,20 +26,11 @@ GREEDY = GenerationSettings(temperature=0, repetition_penalty=1.0, no_repeat_ngr
 @pytest.fixture
 def conversions(monkeypatch):
     """Counts GGUF conversions (the real ones still run)."""
-    calls = []
-    real = llamacpp_cache._convert
-
-    def counting(*args, **kwargs):
-        calls.append(args[2])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(llamacpp_cache, "_convert", counting)
-    return calls
+    return count_conversions(monkeypatch, llamacpp_cache)
 
 
 def _converted_dirs():
-    root = cache_dir() / "llamacpp"
-    return sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+    return converted_dirs("llamacpp")
 
 
 def _reply(loaded, text="Where are you going?"):

