@@ -106,17 +106,21 @@ def test_resume_after_a_kill_continues_exactly(tiny_gpt2_dir, tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     train(tiny_config(tiny_gpt2_dir, whole), log=quiet)
     with pytest.raises(SystemExit):
-        train(tiny_config(tiny_gpt2_dir, killed), log=quiet, callbacks=[KillAfter(3)])
+        train(tiny_config(tiny_gpt2_dir, killed, patience=5), log=quiet, callbacks=[KillAfter(3)])
     assert (killed / "checkpoint-3").is_dir() and not (killed / "checkpoint-6").exists()
     (killed / ".staging" / "checkpoint-4").mkdir(parents=True)  # a save cut short: must be ignored
 
-    # The run's own settings are used: only --out and --resume are needed.
-    train(TrainConfig(out=str(killed), resume=True, progress=False), log=quiet)
+    # The run's own settings are used: only --out and --resume are needed; early stopping may change.
+    resume = TrainConfig(out=str(killed), resume=True, progress=False)
+    with pytest.raises(TrainError, match="a resumed run keeps its learning_rate"):
+        train(resume, log=quiet, changes={"learning_rate": 1.0, "patience": 0})
+    train(resume, log=quiet, changes={"patience": 0})
     expected, resumed = logged(whole), logged(killed)
     for step in (4, 5, 6):
         assert resumed[step] == pytest.approx(expected[step], abs=1e-5), step
     meta = json.loads((killed / "moviechat_run.json").read_text())
     assert meta["status"] == "complete" and meta["metrics"]["global_step"] == 6
+    assert meta["settings"]["patience"] == 0
 
 
 def test_ctrl_c_saves_a_checkpoint_then_stops(tiny_gpt2_dir, tmp_path):

@@ -24,7 +24,7 @@ def run_dir(tmp_path):
 def trained(monkeypatch):
     """Stands in for train(): records the config it would have run with."""
     calls = []
-    monkeypatch.setattr(train_module, "train", lambda config: calls.append(config))
+    monkeypatch.setattr(train_module, "train", lambda config, changes: calls.append(changes))
     return calls
 
 
@@ -65,3 +65,10 @@ def test_the_same_corpus_spelled_another_way_is_the_same(run_dir, trained, tmp_p
     (run_dir / "moviechat_run.json").write_text(json.dumps(meta))
     monkeypatch.chdir(tmp_path)
     assert resume(run_dir, "--corpus", "corpus") == 0 and len(trained) == 1
+
+
+def test_patience_may_change_on_resume_and_only_when_given(run_dir, trained):
+    # when the run stops early is not what it learns: a long run can be resumed with early stopping off
+    assert resume(run_dir, "--patience", "0", "--epochs", "3") == 0
+    assert resume(run_dir) == 0
+    assert trained == [{"patience": 0}, {}]

@@ -44,7 +44,7 @@ def add_train_command(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--eval-steps", type=int, default=d.eval_steps, metavar="N", help="validate and checkpoint every N steps")
     parser.add_argument("--eval-examples", type=int, default=d.eval_examples, metavar="N", help="validation examples per evaluation (0 = all)")
     parser.add_argument("--logging-steps", type=int, default=d.logging_steps, metavar="N", help="log the loss every N steps")
-    parser.add_argument("--patience", type=int, default=d.patience, metavar="N", help="early stopping patience (0 = off)")
+    parser.add_argument("--patience", type=int, default=d.patience, metavar="N", help="early stopping patience (0 = off; may be changed on --resume)")
     parser.add_argument("--save-total-limit", type=int, default=d.save_total_limit, metavar="N")
     parser.add_argument("--precision", default=d.precision, choices=("auto", "fp32", "bf16", "fp16"))
     parser.add_argument("--seed", type=int, default=d.seed)
@@ -56,19 +56,22 @@ def add_train_command(subparsers) -> argparse.ArgumentParser:
 def run_train(args: argparse.Namespace) -> int:
     from dataclasses import fields
 
-    from trainer.config import TrainConfig
+    from trainer.config import CHANGEABLE_ON_RESUME, TrainConfig, TrainError
     from trainer.memory import MemoryBudgetError
-    from trainer.config import TrainError
     from trainer.train import TrainingInterrupted, train
 
     names = {f.name for f in fields(TrainConfig)}
     config = TrainConfig(**{k: v for k, v in vars(args).items() if k in names})
     if config.corpus is not None and not Path(config.corpus).exists():
         raise UsageError(f"no corpus at {config.corpus}")
+    changes = {}
     if config.resume:
-        _refuse_flags_that_differ_from_the_run(config, getattr(args, "argv", None))
+        argv = getattr(args, "argv", None)
+        _refuse_flags_that_differ_from_the_run(config, argv)
+        given = _train_flags_given(argv) if argv is not None else {}
+        changes = {name: getattr(config, name) for name in given if name in CHANGEABLE_ON_RESUME}
     try:
-        train(config)
+        train(config, changes=changes)
     except (TrainError, MemoryBudgetError) as exc:
         raise UsageError(str(exc)) from None
     except TrainingInterrupted as exc:

@@ -77,6 +77,8 @@ class TrainConfig:
 
 
 NOT_RUN_SETTINGS = {"out", "resume", "progress"}  # may differ when a run is resumed
+# Settings a resume may change: when the run stops early, not what it learns (same data, same schedule).
+CHANGEABLE_ON_RESUME = {"patience"}
 
 
 def differing_settings(asked: TrainConfig, saved: dict, flags: dict[str, str]) -> list[str]:
@@ -84,7 +86,8 @@ def differing_settings(asked: TrainConfig, saved: dict, flags: dict[str, str]) -
     settings, each as 'FLAG VALUE (the run has SAVED)'."""
     run, wanted = TrainConfig.from_dict(saved).to_dict(), asked.to_dict()
     return [f"{flag} {wanted[name]} (the run has {run[name]})" for name, flag in flags.items()
-            if name in run and name not in NOT_RUN_SETTINGS and _differs(name, wanted[name], run[name])]
+            if name in run and name not in NOT_RUN_SETTINGS | CHANGEABLE_ON_RESUME
+            and _differs(name, wanted[name], run[name])]
 
 
 def _differs(name: str, asked, saved) -> bool:

@@ -31,7 +31,7 @@ from moviechat_tui.core.loading import RUN_METADATA
 from trainer.base_model import add_lora, choose_precision, load_base
 from trainer.batching import Collator
 from trainer.callbacks import InterruptCallback, MetricsLogCallback, RichProgressCallback, peak_memory_bytes, plot_losses
-from trainer.config import TrainConfig, TrainError
+from trainer.config import CHANGEABLE_ON_RESUME, TrainConfig, TrainError
 from trainer.dataset import build_examples
 from trainer.memory import CPU_MICRO_TOKENS, GB, ModelShape, plan_memory
 from trainer.movie_trainer import MovieTrainer
@@ -77,10 +77,11 @@ def _load_corpus(path: str | None):
     return load_corpus(path)
 
 
-def train(config: TrainConfig, log=print, callbacks=()) -> TrainResult:
+def train(config: TrainConfig, log=print, callbacks=(), changes: dict | None = None) -> TrainResult:
     """Run (or, with config.resume, continue) a training run in config.out; see the module docstring.
 
     `callbacks`: extra transformers TrainerCallbacks (tests use them to interrupt a run).
+    `changes`: on resume, settings to change from the run's own ({"patience": 0}; only CHANGEABLE_ON_RESUME).
     """
     started = time.time()
     out = Path(config.out).expanduser()
@@ -94,7 +95,11 @@ def train(config: TrainConfig, log=print, callbacks=()) -> TrainResult:
         if previous is None:
             raise TrainError(f"nothing to resume in {out} (no {RUN_METADATA})")
         progress, resume = config.progress, True
-        config = TrainConfig.from_dict(previous["settings"])  # the run's own settings: same data, same schedule
+        changes = changes or {}
+        if unknown := set(changes) - CHANGEABLE_ON_RESUME:
+            raise TrainError(f"a resumed run keeps its {', '.join(sorted(unknown))}")
+        # the run's own settings: same data, same schedule
+        config = TrainConfig.from_dict({**previous["settings"], **changes})
         config.resume, config.progress, config.out = resume, progress, str(out)
         last = get_last_checkpoint(str(out)) if out.is_dir() else None
         if last is None:
