@@ -73,8 +73,9 @@ def test_without_ctranslate2_auto_falls_back_and_asking_for_it_fails(tiny_gpt2_d
 
 
 def test_off_cpu_auto_keeps_transformers():
-    assert backends.choose_backend("auto", "cuda")[0] == backends.TRANSFORMERS
-    assert backends.choose_backend("ctranslate2", "cuda")[0] == backends.CTRANSLATE2
+    found, why = backends.fast_candidates("auto", "cuda")
+    assert found == [] and "CPU" in why
+    assert backends.fast_candidates("ctranslate2", "cuda") == ([backends.CTRANSLATE2], "")
 
 
 def test_converted_once_then_loaded_from_the_cache_without_transformers(tiny_gpt2_dir, conversions):

@@ -130,12 +130,6 @@ def fast_candidates(requested: str | None, device: str) -> tuple[list[str], str]
     return found, ""
 
 
-def choose_backend(requested: str | None, device: str) -> tuple[str, str]:
-    """(the backend to try first, why not a fast one) for a load on `device`."""
-    found, why = fast_candidates(requested, device)
-    return (found[0] if found else TRANSFORMERS), why
-
-
 def insisted(requested: str | None) -> bool:
     """Whether a fast path was asked for by name (so falling back would be wrong)."""
     return _normalise(requested or os.environ.get(BACKEND_ENV) or "") in FAST_ORDER

@@ -1,6 +1,6 @@
 """The CTranslate2 backend: replies from a CTranslate2 copy of the model, the default on CPU.
 
-`load_model` asks `choose_backend` whether to use it (on CPU, when ctranslate2 is installed, unless
+`load_model` asks `fast_candidates` whether to use it (on CPU, when ctranslate2 is installed, unless
 MOVIECHAT_BACKEND=transformers), then ct2_cache finds or makes the conversion and opens it here.
 
 `CT2Backend.generate` decodes with the same knobs and rules as the transformers backend (hf.py):

@@ -1,6 +1,6 @@
 """The llama.cpp backend: replies from a GGUF copy of the model, the fastest path on CPU.
 
-`load_model` asks `choose_backend` whether to use it (on CPU, when llama-cpp-python is installed,
+`load_model` asks `fast_candidates` whether to use it (on CPU, when llama-cpp-python is installed,
 unless MOVIECHAT_BACKEND names another), then llamacpp_cache finds or makes the GGUF file and
 opens it here. llama.cpp computes the logits of each step; sampling.NextToken picks the token with
 transformers' own processors, so every decoding setting means what it means on the transformers
