@@ -225,3 +225,30 @@ def test_recall_share_adds_synthetic_exchanges_whose_fact_stays_in_the_window(co
     for split in ("validation", "test"):  # held-out sets stay real dialogue
         assert build_examples(corpus, chatml_tokenizer, split, max_length=256, persona=True, recall_share=0.5).n_tokens \
             == build_examples(corpus, chatml_tokenizer, split, max_length=256, persona=True).n_tokens
+
+
+def test_length_balance_thins_only_short_training_replies_with_chance_words_over_n(corpus, chatml_tokenizer):
+    from trainer.dataset import ExampleSettings, _thinned
+    from trainer.text_metrics import words
+
+    plain = build_examples(corpus, chatml_tokenizer, "train", max_length=256, persona=True)
+    balanced = build_examples(corpus, chatml_tokenizer, "train", max_length=256, persona=True, length_balance=6)
+    again = build_examples(corpus, chatml_tokenizer, "train", max_length=256, persona=True, length_balance=6, cache=False)
+    n_words = lambda source: len(words(corpus.conversations[source[0]].texts[source[1]]))  # noqa: E731
+    kept = {tuple(map(int, s)) for s in balanced.sources}
+    every = {tuple(map(int, s)) for s in plain.sources}
+    assert kept <= every and len(every) - len(kept) == balanced.skipped["short_reply_thinned"] > 0
+    assert all(n_words(s) < 6 for s in every - kept)  # only short replies are left out
+    assert {s for s in every if n_words(s) >= 6} <= kept
+    assert again.sources.tolist() == balanced.sources.tolist()  # the same draw on every build
+    for split in ("validation", "test"):  # held-out sets keep every reply
+        assert build_examples(corpus, chatml_tokenizer, split, max_length=256, persona=True, length_balance=6).n_tokens \
+            == build_examples(corpus, chatml_tokenizer, split, max_length=256, persona=True).n_tokens
+    # The rule itself: a 2-word reply is kept with chance 2/8, a 9-word one always; off at 0.
+    settings = ExampleSettings(length_balance=8)
+    kept_share = sum(not _thinned("Go home.", "L1", turn, settings) for turn in range(4000)) / 4000
+    assert abs(kept_share - 2 / 8) < 0.03
+    assert not any(_thinned("one two three four five six seven eight nine", "L1", t, settings) for t in range(200))
+    assert not any(_thinned("No.", "L1", t, ExampleSettings()) for t in range(200))
+    with pytest.raises(ValueError):
+        build_examples(corpus, chatml_tokenizer, "train", length_balance=-1)

@@ -33,6 +33,8 @@ def add_train_command(subparsers) -> argparse.ArgumentParser:
                         help=f"with --persona: chance each part is left out of a training prompt (default {d.persona_dropout})")
     parser.add_argument("--recall-share", type=float, default=d.recall_share, metavar="F",
                         help="synthetic recall exchanges per real training example, e.g. 0.15 (default 0)")
+    parser.add_argument("--length-balance", type=int, default=d.length_balance, metavar="N",
+                        help="keep a training reply of w < N words with chance w/N, for longer replies (default 0: off)")
     parser.add_argument("--kl-weight", type=float, default=d.kl_weight, metavar="W",
                         help="LoRA: add W x KL(base || tuned) at reply tokens (default 0: off)")
     parser.add_argument("--batch-size", type=int, default=d.batch_size, metavar="N", help="effective batch (examples/step)")

@@ -33,6 +33,7 @@ class TrainConfig:
     persona: bool = False  # condition on the bot's and the user's characters and the film
     persona_dropout: float = 0.15  # with persona: each part left out of a training prompt with this chance
     recall_share: float = 0.0  # synthetic recall exchanges per real training example (trainer.recall)
+    length_balance: int = 0  # a training reply of w < N words is kept with chance w/N (0 = off)
     ratios: tuple[float, float, float] = DEFAULT_RATIOS
     salt: str = DEFAULT_SALT
     eval_examples: int = 500  # validation examples scored at each evaluation (0 = all)

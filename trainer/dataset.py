@@ -37,6 +37,7 @@ from trainer.cast import name_case, title_case
 from trainer.corpus import Corpus, corpus_hash
 from trainer.example_set import ExampleSet, load_example_set, save_example_sets
 from trainer.recall import recall_exchange
+from trainer.text_metrics import words
 from trainer.splits import DEFAULT_RATIOS, DEFAULT_SALT, SPLITS
 
 DATASET_VERSION = 2  # bump when the way examples are built changes
@@ -53,6 +54,7 @@ class ExampleSettings:
     persona: bool = False  # name the bot's character, the user's character and the film
     persona_dropout: float = 0.0  # train split only: each persona part left out with this chance
     recall_share: float = 0.0  # train split only: synthetic recall exchanges per real example
+    length_balance: int = 0  # train split only: a reply of w < N words is kept with chance w/N (0 = off)
 
 
 def example_conditioning(corpus: Corpus, conv, turn: int, settings: ExampleSettings,
@@ -93,23 +95,27 @@ def build_examples(
     persona: bool = False,
     persona_dropout: float = 0.0,
     recall_share: float = 0.0,
+    length_balance: int = 0,
     conditioning_of: "Callable[[int, int], Conditioning] | None" = None,
 ) -> ExampleSet:
     """The examples of `split` ("train", "validation", "test"), from the disk cache when possible.
 
     All three splits are built (and cached) together on a miss; replies that
     cannot be used are counted in `ExampleSet.skipped`: "empty_reply", "no_context"
-    (the turn before is empty), "too_long" (the reply alone exceeds max_length).
+    (the turn before is empty), "too_long" (the reply alone exceeds max_length), and in the
+    train split with `length_balance` N, "short_reply_thinned" (a reply of w < N words is kept
+    with chance w/N: sampled at the chat's temperature, a model trained on the corpus as it is
+    answers shorter than the films do, and the short replies are also the ones that repeat).
 
     `conditioning_of(conversation index, reply turn)` replaces each example's conditioning
     (the persona test uses it to give every conversation another one's); such sets are not cached.
     """
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
-    if not (0 <= persona_dropout < 1 and 0 <= recall_share <= 1):
-        raise ValueError("persona_dropout must be in [0, 1) and recall_share in [0, 1]")
+    if not (0 <= persona_dropout < 1 and 0 <= recall_share <= 1 and length_balance >= 0):
+        raise ValueError("persona_dropout must be in [0, 1), recall_share in [0, 1] and length_balance >= 0")
     settings = ExampleSettings(max_length, genres, tuple(float(r) for r in ratios), salt, persona,
-                               float(persona_dropout), float(recall_share))
+                               float(persona_dropout), float(recall_share), int(length_balance))
     if conditioning_of is not None:
         cache = False
     directory = dataset_cache_path(corpus, tokenizer, settings)
@@ -136,6 +142,8 @@ def dataset_cache_path(corpus: Corpus, tokenizer, settings: ExampleSettings) -> 
         "format": format_for(tokenizer).name,
         "settings": asdict(settings),
     }
+    if not settings.length_balance:  # keys of sets built before the setting existed stay valid
+        del key["settings"]["length_balance"]
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
     return cache_dir() / "datasets" / digest[:32]
 
@@ -209,6 +217,9 @@ def _build_all(corpus: Corpus, tokenizer, settings: ExampleSettings, conditionin
             if start == turn:
                 part["skipped"]["no_context"] += 1
                 continue
+            if split == "train" and _thinned(reply, conv.id, turn, settings):
+                part["skipped"]["short_reply_thinned"] += 1
+                continue
             budget = settings.max_length - _lower_bound(text_tokens[reply])
             first = turn
             while first > start and budget - _lower_bound(text_tokens[lines[first - 1]]) >= 0:
@@ -276,6 +287,15 @@ def _add_recall_examples(part: dict, fmt, corpus: Corpus, settings: ExampleSetti
         part["lengths"].append(len(example.input_ids))
         part["prompts"].append(example.prompt_length)
         part["sources"].append((-1, k))
+
+
+def _thinned(reply: str, conv_id: str, turn: int, settings: ExampleSettings) -> bool:
+    """Whether length balancing leaves this training reply out (the same draw on every build)."""
+    n = settings.length_balance
+    if not n:
+        return False
+    w = len(words(reply))
+    return w < n and random.Random(f"{settings.salt}:length:{conv_id}:{turn}").random() >= w / n
 
 
 def _lower_bound(text_tokens: int) -> int:

@@ -123,7 +123,7 @@ def train(config: TrainConfig, log=print, callbacks=(), changes: dict | None = N
     precision = choose_precision(config.precision, warn=say)
     data_args = dict(max_length=config.max_length, genres=config.genres, ratios=config.ratios, salt=config.salt,
                      persona=config.persona, persona_dropout=config.persona_dropout if config.persona else 0.0,
-                     recall_share=config.recall_share)
+                     recall_share=config.recall_share, length_balance=config.length_balance)
     train_set = build_examples(corpus, tokenizer, "train", **data_args)
     val_set = build_examples(corpus, tokenizer, "validation", **data_args)
     if len(train_set) == 0 or len(val_set) == 0:
