@@ -157,20 +157,24 @@ def _adapter_run(tmp_path, base_dir, scale: float):
     return run
 
 
-def test_an_adapter_run_is_converted_with_the_adapter_merged(tiny_gpt2_dir, tmp_path, conversions):
+def test_an_adapter_run_is_converted_with_the_adapter_merged(tiny_gpt2_dir, tmp_path, conversions, monkeypatch):
+    # float32, so that what is compared is the merge alone: int8's error on a random model's flat
+    # logits depends on the host's kernels (see test_fast_generation.py).
+    monkeypatch.setenv(ct2_cache.COMPUTE_ENV, "float32")
     run = _adapter_run(tmp_path, tiny_gpt2_dir, scale=5.0)
     loaded = load_model(str(run))
-    assert loaded.backend.name == "ctranslate2-int8"
+    assert loaded.backend.name == "ctranslate2-float32"
     base = load_model(str(tiny_gpt2_dir), backend="transformers")
     ids = loaded.format.prompt_ids([Turn(USER, "Where are you going?")])
     merged, fast_lp, base_lp = _log_probs_fp32(loaded.model, ids), _log_probs_fast(loaded, ids), _log_probs_fp32(base.model, ids)
-    # The adapter moves the scores, and the fast copy moves with it (int8 error is far smaller).
-    assert (fast_lp - merged).abs().max() < (merged - base_lp).abs().max() / 4
+    # The adapter moves the scores, and the fast copy moves with it.
+    assert (merged - base_lp).abs().max() > 0.1
+    assert torch.allclose(fast_lp, merged, atol=1e-3)
 
     # A new adapter (retrained) in the same run directory: converted again.
     again = load_model(str(_adapter_run(tmp_path, tiny_gpt2_dir, scale=-5.0)))
     assert len(conversions) == 2 and len(_converted_dirs()) == 1
-    assert torch.allclose(_log_probs_fast(again, ids), _log_probs_fp32(again.model, ids), atol=0.1)
+    assert torch.allclose(_log_probs_fast(again, ids), _log_probs_fp32(again.model, ids), atol=1e-3)
 
 
 def test_fingerprint_follows_content():

@@ -171,8 +171,14 @@ def test_a_consumer_walking_away_releases_the_model(tiny):
     tiny.generate_lock.release()
 
 
-def test_fast_path_agrees_with_fp32_on_a_random_model(tiny_gpt2_dir):
-    fast = _load(tiny_gpt2_dir, "ctranslate2")
+def test_fast_path_agrees_with_fp32_on_a_random_model(tiny_gpt2_dir, monkeypatch):
+    # The conversion itself, in float32: exact up to summation order. int8 is left out here: on a
+    # random model's nearly flat logits its error depends on the host's int8 kernels (CI saw 0.2
+    # nats where this machine sees under 0.1), so int8 is held to the letters' greedy replies above
+    # and, on real models, to the perplexity guard (test_fast_cache.py).
+    monkeypatch.setenv("MOVIECHAT_FAST_COMPUTE", "float32")
+    fast = load_model(str(tiny_gpt2_dir), backend="ctranslate2")
+    assert fast.backend.name == "ctranslate2-float32"
     prompt = fast.format.prompt_ids([Turn(USER, "Where are you going?")])
     # Teacher-forced next-token log-probabilities of the fp32 model's own greedy continuation.
     with torch.no_grad():
@@ -182,8 +188,8 @@ def test_fast_path_agrees_with_fp32_on_a_random_model(tiny_gpt2_dir):
     sequence = out[0].tolist()
     scored = fast.fast.generator.score_batch([fast.tokenizer.convert_ids_to_tokens(sequence)])[0]
     fp32 = reference.gather(1, out[0, len(prompt):, None]).squeeze(1)
-    int8 = torch.tensor(scored.log_probs[len(prompt) - 1:])
-    assert torch.allclose(int8, fp32, atol=0.1), (int8, fp32)
+    converted = torch.tensor(scored.log_probs[len(prompt) - 1:])
+    assert torch.allclose(converted, fp32, atol=1e-3), (converted, fp32)
 
 
 @pytest.mark.parametrize("backend", ["llama.cpp", "ctranslate2"])
