@@ -8,7 +8,7 @@ out by hand, and int8 rounding can't change the ranking.
 import pytest
 import torch
 
-from moviechat_tui.core.backends import Backend
+from moviechat_tui.core.backends import Backend, ct2_cache
 from moviechat_tui.core.backends.quality import compare
 from moviechat_tui.core.dialogue import USER, Turn
 from moviechat_tui.core.generation import GenerationSettings, stream_reply
@@ -176,7 +176,7 @@ def test_fast_path_agrees_with_fp32_on_a_random_model(tiny_gpt2_dir, monkeypatch
     # random model's nearly flat logits its error depends on the host's int8 kernels (CI saw 0.2
     # nats where this machine sees under 0.1), so int8 is held to the letters' greedy replies above
     # and, on real models, to the perplexity guard (test_fast_cache.py).
-    monkeypatch.setenv("MOVIECHAT_FAST_COMPUTE", "float32")
+    monkeypatch.setenv(ct2_cache.COMPUTE_ENV, "float32")
     fast = load_model(str(tiny_gpt2_dir), backend="ctranslate2")
     assert fast.backend.name == "ctranslate2-float32"
     prompt = fast.format.prompt_ids([Turn(USER, "Where are you going?")])
