@@ -182,8 +182,12 @@ def rate_up(page, db, message_id: int, attempts: int = 3) -> str | None:
     is still redrawing the page after the version switch can be dropped with the old page (seen once in
     a loaded CI run); a user sees the thumb unselected and clicks again, and so does this."""
     rating = None
+    thumbs_up = page.get_by_test_id("stFeedback").get_by_label("Thumbs up")
     for _ in range(attempts):
-        page.get_by_test_id("stFeedback").get_by_label("Thumbs up").click()
+        # Mid-redraw the old page's thumb can still be there beside the new one (a strict-mode error
+        # on CI-like load): wait for the one reply's thumb alone.
+        expect(thumbs_up).to_have_count(1, timeout=WAIT_MS)
+        thumbs_up.click()
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             time.sleep(0.2)
