@@ -3,7 +3,8 @@
 llama.cpp reads models in GGUF. Two writers, both on the `gguf` package's writer and tensor-name map
 (so names follow llama.cpp's own converter, convert_hf_to_gguf.py, which a pip install doesn't ship):
 
-    write_model(model, tokenizer, path)   a transformers Llama (SmolLM2) or GPT-2 model, float32
+    write_model(model, tokenizer, path)   a transformers Llama (SmolLM2) or GPT-2 model, float32, or
+                                          each tensor as `encode` packs it (llamacpp_mix.py)
     write_lora(adapter_dir, config, path) a PEFT LoRA adapter for a Llama model, applied by llama.cpp
                                           at run time on top of a base GGUF that may be quantized
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Callable
 
 LLAMA, GPT2 = "llama", "gpt2"
 SUPPORTED = {"LlamaForCausalLM": LLAMA, "GPT2LMHeadModel": GPT2}
@@ -73,10 +75,14 @@ def _tokenizer_fields(writer, tokenizer, vocab_size: int) -> None:
     writer.add_add_bos_token(False)
 
 
-def write_model(model, tokenizer, path: Path) -> Path:
-    """`model` (transformers, in memory, adapters merged) as a float32 GGUF at `path`."""
+def write_model(model, tokenizer, path: Path, encode: Callable | None = None) -> Path:
+    """`model` (transformers, in memory, adapters merged) as a GGUF at `path`: float32, or each tensor
+    as `encode(transformers name, float32 array in llama.cpp's layout)` returns it: (the array, "f32")
+    or (packed bytes, their ggml_quant.GGML_TYPES format)."""
     import gguf
     import torch
+
+    from . import ggml_quant
 
     config = model.config
     arch = architecture(config)
@@ -85,7 +91,7 @@ def write_model(model, tokenizer, path: Path) -> Path:
     names = gguf.get_tensor_name_map(gguf_arch, n_layers)
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_name("moviechat export")
-    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32 if encode is None else gguf.LlamaFileType.GUESSED)
     if arch == LLAMA:
         n_head, n_kv = config.num_attention_heads, config.num_key_value_heads
         writer.add_context_length(config.max_position_embeddings)
@@ -124,7 +130,13 @@ def write_model(model, tokenizer, path: Path) -> Path:
             mapped = names.get_name(name, try_suffixes=(".weight", ".bias"))
             if mapped is None:
                 raise ExportError(f"llama.cpp has no place for the tensor {name!r}")
-            writer.add_tensor(mapped, data.contiguous().numpy())
+            array, weights = (data.contiguous().numpy(), "f32")
+            if encode is not None:
+                array, weights = encode(name, array)
+            if weights == "f32":
+                writer.add_tensor(mapped, array)
+            else:
+                writer.add_tensor(mapped, array, raw_dtype=gguf.GGMLQuantizationType(ggml_quant.GGML_TYPES[weights]))
     _finish(writer)
     return path
 

@@ -43,11 +43,15 @@ class LlamaCppBackend:
 
     @property
     def note(self) -> str:
-        """Why float32, when the 8-bit copy failed the quality guard."""
-        rejected = self.quality.get("perplexity_change_pct_q8_0")
-        if self.weights == "f32" and rejected is not None:
-            return f"q8_0 raised reply perplexity by {rejected:.1f}% (limit {QUALITY_LIMIT_PCT:g}%): f32 instead"
-        return ""
+        """Why these weights, when a faster copy failed the quality guard at conversion."""
+        prefix = "perplexity_change_pct_"
+        rejected = [(key[len(prefix):], pct) for key, pct in self.quality.items()
+                    if key.startswith(prefix) and key[len(prefix):] != self.weights
+                    and pct is not None and pct > QUALITY_LIMIT_PCT]
+        if not rejected:
+            return ""
+        raised = ", ".join(f"{weights} by {pct:.1f}%" for weights, pct in rejected)
+        return f"raised reply perplexity: {raised} (limit {QUALITY_LIMIT_PCT:g}%): {self.weights} instead"
 
     # --- the KV cache -------------------------------------------------------------------------
 

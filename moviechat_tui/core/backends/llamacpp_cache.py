@@ -4,11 +4,14 @@
 from the model already in memory (adapters merged, gguf_export.write_model) into
 cache_dir()/llamacpp/<label>-<key>/model.gguf.
 
-q8_0 or f32: the float32 export is quantized to 8 bits (llama.cpp's own quantizer, the token
-embeddings in q8_0 as in the shipped SmolLM2 GGUF) and kept only if that raises reply perplexity by
-at most quality.QUALITY_LIMIT_PCT over the model in memory (the quality guard); otherwise the
-float32 file stays, exact and slower. 4-bit formats were measured and fail the guard by far (see
-docs/benchmarks.md). MOVIECHAT_GGUF_WEIGHTS=q8_0|f32 overrides the choice.
+Which weights: the fastest copy that raises reply perplexity by at most quality.QUALITY_LIMIT_PCT
+over the model in memory (the quality guard), tried in this order:
+  q8_0+iq4_nl  two thirds of the weights GPTQ-rounded to 4 bits, the rest 8 bits (llamacpp_mix.py;
+               Llama models only)
+  q8_0         the float32 export quantized by llama.cpp's own quantizer (token embeddings q8_0, as
+               in the shipped SmolLM2 GGUF)
+  f32          exact and slowest, kept when both fail
+Plain 4-bit formats fail the guard by far (docs/benchmarks.md). MOVIECHAT_GGUF_WEIGHTS overrides the choice.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ from . import threads
 from .conversion_cache import ConversionCache, choice_from_env, files_digest
 from .gguf_export import ExportError, write_model
 from .llamacpp import LlamaCppBackend, open_gguf, quiet
+from .llamacpp_mix import WEIGHTS as MIXED
+from .llamacpp_mix import write_mixed
 from .quality import QUALITY_LIMIT_PCT, compare
 
-WEIGHTS_ENV = "MOVIECHAT_GGUF_WEIGHTS"  # "auto" (default), "q8_0" or "f32"
-WEIGHTS = ("q8_0", "f32")  # tried in this order: the first that passes the guard is kept
-FORMAT_VERSION = 1  # bump when what is stored next to a conversion changes
+WEIGHTS_ENV = "MOVIECHAT_GGUF_WEIGHTS"  # "auto" (default) or one of WEIGHTS
+WEIGHTS = (MIXED, "q8_0", "f32")  # tried in this order: the first that passes the guard is kept
+FORMAT_VERSION = 2  # bump when what is stored next to a conversion changes (2: the mixed copy)
 METADATA = "moviechat_gguf.json"
 MODEL_FILE = "model.gguf"
 CONTEXT_LIMIT = 2048  # positions per llama.cpp context (chat prompts are planned within 1,024)
@@ -66,7 +71,9 @@ def convert(model, tokenizer, label: str, key: str, context_window: int) -> Path
 
 
 def _convert(model, tokenizer, target: Path, context_window: int) -> None:
-    """Export float32, quantize to q8_0 and keep it if the quality guard passes, else keep float32."""
+    """Export float32, then keep the first of WEIGHTS that passes the quality guard (float32 at the end)."""
+    from ..dialogue import format_for
+
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -76,7 +83,14 @@ def _convert(model, tokenizer, target: Path, context_window: int) -> None:
     choice = weights_choice()
     meta: dict = {"context_window": context_window}
     for weights in WEIGHTS if choice == "auto" else (choice,):
-        path = f32 if weights == "f32" else quantize(f32, tmp / f"{weights}.gguf", weights)
+        if weights == MIXED:
+            path = write_mixed(model, tokenizer, format_for(tokenizer), tmp / "mixed.gguf")
+            if path is None:  # nothing in this model to write in 4 bits: the q8_0 copy is the same
+                if choice == MIXED:
+                    raise ExportError(f"{MIXED} needs a Llama model with rows in blocks of 32")
+                continue
+        else:
+            path = f32 if weights == "f32" else quantize(f32, tmp / f"{weights}.gguf", weights)
         meta[f"perplexity_change_pct_{weights}"] = perplexity_change(path, weights, model, tokenizer, context_window)
         meta["weights"] = weights
         if choice != "auto" or weights == "f32" or meta[f"perplexity_change_pct_{weights}"] <= QUALITY_LIMIT_PCT:
