@@ -5,6 +5,8 @@
 For a model that is a LoRA run on the bundled SmolLM2 GGUF (the shipped `default`), side by side:
   * the base GGUF as it ships (q4_1) with the adapter applied by llama.cpp at run time (gguf_export.write_lora)
   * the adapter merged, then written as f32 and quantized by llama.cpp to q8_0, q5_1, q4_1 and q4_0
+  * the adapter merged, written as the mixed copy the backend tries first (llamacpp_mix.py: GPTQ iq4_nl
+    for q/k/o/up projections, q8_0 elsewhere), and for comparison every projection in plain iq4_nl
   * the base GGUF alone (q4_1, no adapter): the speed llama.cpp users get from that file
 Each with the quality guard's measure (reply perplexity of the calibration replies against the
 transformers model in memory, adapter merged: backends/quality.py) and greedy decode speed and
@@ -31,7 +33,11 @@ from inference_runs import history, llamacpp_run  # noqa: E402  (bench/ is on sy
 
 def build_options(loaded, workdir: Path) -> dict[str, tuple[Path, Path | None]]:
     """name -> (GGUF file, run-time LoRA file or None)."""
+    from moviechat_tui.core.backends import ggml_quant
     from moviechat_tui.core.backends.gguf_export import write_lora, write_model
+    from moviechat_tui.core.backends.importance import input_statistics
+    from moviechat_tui.core.backends.llamacpp_mix import WEIGHTS as MIXED
+    from moviechat_tui.core.backends.llamacpp_mix import write_mixed
     from moviechat_tui.core.backends.llamacpp import quiet
     from moviechat_tui.core.backends.llamacpp_cache import quantize
     from moviechat_tui.core.specs import RUN_METADATA, OFFLINE_BASE, smollm2_gguf_path
@@ -48,6 +54,18 @@ def build_options(loaded, workdir: Path) -> dict[str, tuple[Path, Path | None]]:
     options["merged f32"] = (f32, None)
     for name in ("q8_0", "q5_1", "q4_1", "q4_0"):
         options[f"merged {name}"] = (quantize(f32, workdir / f"{name}.gguf", name), None)
+    mixed = write_mixed(loaded.model, loaded.tokenizer, loaded.format, workdir / "mixed.gguf")
+    if mixed is not None:
+        options[f"merged {MIXED} (GPTQ, chosen)"] = (mixed, None)
+        statistics = input_statistics(loaded.model, loaded.format)
+
+        def plain_iq4_nl(name, array):  # every projection rounded to nearest (importance-weighted)
+            module = name.rsplit(".", 1)[0]
+            if module in statistics and "embed" not in name:
+                return ggml_quant.quantize(array, "iq4_nl", statistics[module][0]), "iq4_nl"
+            return (ggml_quant.quantize(array, "q8_0"), "q8_0") if ggml_quant.can_quantize(array.shape) else (array, "f32")
+        options["merged iq4_nl everywhere (nearest)"] = (
+            write_model(loaded.model, loaded.tokenizer, workdir / "iq4_nl.gguf", plain_iq4_nl), None)
     return options
 
 
@@ -96,12 +114,12 @@ def main(argv: list[str] | None = None) -> int:
             llm.close()
     reference = report["options"].get("base q4_1 alone (no adapter)", {}).get("decode_tok_s")
     print(f"{report['model']}: {len(prompt)} prompt tokens, {args.new_tokens} new, medians of {args.runs}")
-    print(f"{'option':34s} {'MB':>6s} {'ppl change':>11s} {'agree':>6s} {'decode tok/s':>13s} {'vs base q4_1':>13s} "
+    print(f"{'option':40s} {'MB':>6s} {'ppl change':>11s} {'agree':>6s} {'decode tok/s':>13s} {'vs base q4_1':>13s} "
           f"{'prefill ms':>11s}")
     for name, o in report["options"].items():
         ratio = f"x{o['decode_tok_s'] / reference:.2f}" if reference else ""
         o["decode_ratio_vs_base_q4_1"] = o["decode_tok_s"] / reference if reference else None
-        print(f"{name:34s} {o['size_mb']:6.0f} {o['perplexity_change_pct']:+10.2f}% {o['next_token_agreement']:6.2f} "
+        print(f"{name:40s} {o['size_mb']:6.0f} {o['perplexity_change_pct']:+10.2f}% {o['next_token_agreement']:6.2f} "
               f"{o['decode_tok_s']:13.1f} {ratio:>13s} {o['prefill_ms']:11.0f}")
     report["seconds_at"] = time.time()
     if args.save:
