@@ -253,6 +253,30 @@ async def test_the_model_loads_in_the_background_with_a_visible_state(store, tin
         assert app.engine.model_status == "ready" and "loading" not in plain(app.screen.query_one("#status-info"))
 
 
+@app_test
+async def test_a_conversation_opened_while_the_model_loads_is_read_ahead_once_it_is_ready(store, tiny_loaded):
+    import threading
+
+    old = saved_conversation(store)
+    release = threading.Event()
+    engine = ChatEngine(store, "tiny", FAST, loader=lambda spec: release.wait(10) and tiny_loaded)
+    read, read_ahead = [], engine.read_ahead
+
+    def recorded(conversation_id):
+        thread = read_ahead(conversation_id)
+        read.append((conversation_id, thread is not None))
+        return thread
+
+    engine.read_ahead = recorded
+    app = MovieChatApp(engine, conversation_id=old.id)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        assert engine.model_status == "loading" and read == [(old.id, False)]  # nothing to read with yet
+        release.set()
+        await settle(pilot)
+        assert read == [(old.id, False), (old.id, True)]  # read as soon as the model is there
+
+
 # --- discoverability ---------------------------------------------------------------------------------------
 
 

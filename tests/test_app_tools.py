@@ -157,11 +157,14 @@ async def test_switch_the_model_from_the_palette(store, tiny_loaded, chatml_load
         assert app.engine.model_spec == "tiny" and "tiny" in plain(app.screen.query_one("#status-info"))
         assert any("no model directory at /nowhere" in n.message for n in app._notifications)
 
+        read, read_ahead = [], app.engine.read_ahead
+        app.engine.read_ahead = lambda conversation_id: read.append(conversation_id) or read_ahead(conversation_id)
         await type_a_model(pilot)
         await pilot.press(*"chatml", "enter")
         await wait_until(pilot, lambda: app.engine.model_switch.done)
         await pilot.pause()
         assert app.engine.model_spec == "chatml" and "chatml" in plain(app.screen.query_one("#status-info"))
+        assert read == [app.chat_screen.conversation.id]  # the new model reads the open conversation ahead
         await type_and_send(pilot, "And now?")
         models = [m.model for m in store.messages(store.list_conversations()[0].id) if m.role == "bot"]
         assert models == [tiny_loaded.name, chatml_loaded.name]

@@ -145,6 +145,8 @@ class ChatScreen(ChatTools, Screen):
             self.notify(f"{self.engine.model_error}\nYou can still browse and replay saved conversations.",
                         title="The model did not load", severity="error", timeout=15, markup=False)
             self.chat.show_load_failure()
+        elif self.conversation is not None:  # opened while the model loaded: read it now, not at the first reply
+            self.engine.read_ahead(self.conversation.id)
         self.update_status()
 
     # --- status line --------------------------------------------------------------------------------

@@ -71,6 +71,8 @@ class ChatTools:
         if switch.state == READY:
             self.notify(f"now answering with {switch.spec}", timeout=5, markup=False)
             self.chat.chat_log.query(".load-error").remove()  # a first model that failed: this one works
+            if self.conversation is not None:  # the new model hasn't read this conversation yet
+                self.engine.read_ahead(self.conversation.id)
         elif switch.state == FAILED:
             self.notify(f"{switch.error}\nStill answering with {self.engine.model_spec}.",
                         title=f"{switch.spec} did not load", severity="error", timeout=12, markup=False)
