@@ -5,8 +5,8 @@
 For a model that is a LoRA run on the bundled SmolLM2 GGUF (the shipped `default`), side by side:
   * the base GGUF as it ships (q4_1) with the adapter applied by llama.cpp at run time (gguf_export.write_lora)
   * the adapter merged, then written as f32 and quantized by llama.cpp to q8_0, q5_1, q4_1 and q4_0
-  * the adapter merged, written as the mixed copy the backend tries first (llamacpp_mix.py: GPTQ iq4_nl
-    for q/k/o/up projections, q8_0 elsewhere), and for comparison every projection in plain iq4_nl
+  * the adapter merged, written as each mixed copy the backend tries first (llamacpp_mix.PLANS: GPTQ
+    iq4_nl for some projections, q8_0 elsewhere), and for comparison every projection in plain iq4_nl
   * the base GGUF alone (q4_1, no adapter): the speed llama.cpp users get from that file
 Each with the quality guard's measure (reply perplexity of the calibration replies against the
 transformers model in memory, adapter merged: backends/quality.py) and greedy decode speed and
@@ -36,8 +36,7 @@ def build_options(loaded, workdir: Path) -> dict[str, tuple[Path, Path | None]]:
     from moviechat_tui.core.backends import ggml_quant
     from moviechat_tui.core.backends.gguf_export import write_lora, write_model
     from moviechat_tui.core.backends.importance import input_statistics
-    from moviechat_tui.core.backends.llamacpp_mix import WEIGHTS as MIXED
-    from moviechat_tui.core.backends.llamacpp_mix import write_mixed
+    from moviechat_tui.core.backends.llamacpp_mix import PLANS, write_mixed
     from moviechat_tui.core.backends.llamacpp import quiet
     from moviechat_tui.core.backends.llamacpp_cache import quantize
     from moviechat_tui.core.specs import RUN_METADATA, OFFLINE_BASE, smollm2_gguf_path
@@ -54,9 +53,11 @@ def build_options(loaded, workdir: Path) -> dict[str, tuple[Path, Path | None]]:
     options["merged f32"] = (f32, None)
     for name in ("q8_0", "q5_1", "q4_1", "q4_0"):
         options[f"merged {name}"] = (quantize(f32, workdir / f"{name}.gguf", name), None)
-    mixed = write_mixed(loaded.model, loaded.tokenizer, loaded.format, workdir / "mixed.gguf")
+    for plan in PLANS:
+        mixed = write_mixed(loaded.model, loaded.tokenizer, loaded.format, workdir / f"{plan}.gguf", plan)
+        if mixed is not None:
+            options[f"merged {plan} (GPTQ)"] = (mixed, None)
     if mixed is not None:
-        options[f"merged {MIXED} (GPTQ, chosen)"] = (mixed, None)
         statistics = input_statistics(loaded.model, loaded.format)
 
         def plain_iq4_nl(name, array):  # every projection rounded to nearest (importance-weighted)

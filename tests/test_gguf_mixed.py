@@ -14,8 +14,7 @@ pytest.importorskip("llama_cpp")
 
 from moviechat_tui.core.backends import ggml_quant, gptq, llamacpp_cache  # noqa: E402
 from moviechat_tui.core.backends.llamacpp import open_gguf  # noqa: E402
-from moviechat_tui.core.backends.llamacpp_mix import WEIGHTS as MIXED  # noqa: E402
-from moviechat_tui.core.backends.llamacpp_mix import four_bit_modules, write_mixed  # noqa: E402
+from moviechat_tui.core.backends.llamacpp_mix import PLANS, four_bit_modules, write_mixed  # noqa: E402
 from moviechat_tui.core.dialogue import format_for  # noqa: E402
 from moviechat_tui.core.loading import load_model  # noqa: E402
 from moviechat_tui.core.paths import cache_dir  # noqa: E402
@@ -73,11 +72,15 @@ def test_the_mixed_file_has_4_bits_where_planned_and_llama_cpp_reads_those_value
     import gguf
 
     model = _tiny_llama(gpt2_tokenizer, tie=True, seed=3)
-    path = write_mixed(model, gpt2_tokenizer, format_for(gpt2_tokenizer), tmp_path / "mixed.gguf")
-    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(path).tensors}
+    half = write_mixed(model, gpt2_tokenizer, format_for(gpt2_tokenizer), tmp_path / "half.gguf", "mix-4bit-half")
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(half).tensors}
     assert types["blk.0.attn_q.weight"] == types["blk.1.ffn_up.weight"] == "IQ4_NL"
     assert types["blk.0.attn_v.weight"] == types["blk.1.ffn_down.weight"] == types["token_embd.weight"] == "Q8_0"
-    assert types["blk.0.attn_norm.weight"] == "F32"
+    assert types["blk.0.ffn_gate.weight"] == "Q8_0" and types["blk.0.attn_norm.weight"] == "F32"
+    path = write_mixed(model, gpt2_tokenizer, format_for(gpt2_tokenizer), tmp_path / "most.gguf", "mix-4bit-most")
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(path).tensors}
+    assert types["blk.0.ffn_gate.weight"] == types["blk.0.attn_k.weight"] == "IQ4_NL"
+    assert types["blk.0.attn_v.weight"] == types["blk.1.ffn_down.weight"] == "Q8_0"
 
     # The transformers model given the very values the file holds reads like llama.cpp does.
     reader = {t.name: t for t in gguf.GGUFReader(path).tensors}
@@ -94,7 +97,7 @@ def test_the_mixed_file_has_4_bits_where_planned_and_llama_cpp_reads_those_value
                 values = values.reshape(heads, -1, 2, values.shape[1]).swapaxes(1, 2).reshape(parameter.shape)
             parameter.copy_(values)
         theirs = model(torch.tensor([IDS])).logits[0]
-    ours = open_gguf(path, gpt2_tokenizer, MIXED, 128, {}, 2).logits(IDS)
+    ours = open_gguf(path, gpt2_tokenizer, "mix-4bit-most", 128, {}, 2).logits(IDS)
     assert torch.allclose(ours, theirs, atol=0.15), (ours - theirs).abs().max()  # llama.cpp rounds activations to 8 bits
     assert (ours.argmax(-1) == theirs.argmax(-1)).float().mean() >= 0.9
 
@@ -104,29 +107,38 @@ def test_gpt2_has_nothing_to_write_in_4_bits(tiny_gpt2_dir, tmp_path):
 
     model = AutoModelForCausalLM.from_pretrained(tiny_gpt2_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_gpt2_dir)
-    assert four_bit_modules(model) == set()
-    assert write_mixed(model, tokenizer, format_for(tokenizer), tmp_path / "x.gguf") is None
+    assert all(four_bit_modules(model, plan) == set() for plan in PLANS)
+    assert write_mixed(model, tokenizer, format_for(tokenizer), tmp_path / "x.gguf", "mix-4bit-most") is None
 
 
-def test_the_cache_keeps_the_mixed_copy_while_the_guard_passes_else_q8_0(tiny_llama_dir, monkeypatch):
+def test_the_cache_keeps_the_fastest_copy_that_passes_the_guard(tiny_llama_dir, monkeypatch):
     measured = []
-    limit = {MIXED: 0.5, "q8_0": 0.1, "f32": 0.0}
+    change = {"mix-4bit-most": 0.5, "mix-4bit-half": 0.3, "q8_0": 0.1, "f32": 0.0}
 
     def guard(path, weights, *args):
         measured.append(weights)
-        return limit[weights]
+        return change[weights]
+
+    def convert_again():
+        for folder in converted_dirs("llamacpp"):
+            shutil.rmtree(cache_dir() / "llamacpp" / folder)
+        measured.clear()
+        return load_model(str(tiny_llama_dir))
 
     monkeypatch.setattr(llamacpp_cache, "perplexity_change", guard)
     loaded = load_model(str(tiny_llama_dir))
-    assert loaded.backend.name == f"llama.cpp-{MIXED}" and measured == [MIXED] and loaded.backend_note == ""
+    assert loaded.backend.name == "llama.cpp-mix-4bit-most" and measured == ["mix-4bit-most"]
+    assert loaded.backend_note == ""
 
-    limit[MIXED] = 5.0
-    [old] = converted_dirs("llamacpp")
-    shutil.rmtree(cache_dir() / "llamacpp" / old)  # converted again, now with the mixed copy failing
-    measured.clear()
-    loaded = load_model(str(tiny_llama_dir))
-    assert loaded.backend.name == "llama.cpp-q8_0" and measured == [MIXED, "q8_0"]
-    assert f"{MIXED} by 5.0%" in loaded.backend_note
+    change["mix-4bit-most"] = 2.5
+    loaded = convert_again()
+    assert loaded.backend.name == "llama.cpp-mix-4bit-half" and measured == ["mix-4bit-most", "mix-4bit-half"]
+    assert "mix-4bit-most by 2.5%" in loaded.backend_note
+
+    change["mix-4bit-half"] = 5.0
+    loaded = convert_again()
+    assert loaded.backend.name == "llama.cpp-q8_0" and measured == ["mix-4bit-most", "mix-4bit-half", "q8_0"]
+    assert "mix-4bit-most by 2.5%, mix-4bit-half by 5.0%" in loaded.backend_note
     [folder] = converted_dirs("llamacpp")
     meta = json.loads((cache_dir() / "llamacpp" / folder / llamacpp_cache.METADATA).read_text())
-    assert meta["weights"] == "q8_0" and meta[f"perplexity_change_pct_{MIXED}"] == 5.0
+    assert meta["weights"] == "q8_0" and meta["perplexity_change_pct_mix-4bit-half"] == 5.0

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from . import ggml_quant
 
-DAMPING = 0.1  # added to H's diagonal, as a share of its mean: steadies H estimated from few tokens
+DAMPING = 0.3  # added to H's diagonal, as a share of its mean: steadies H estimated from few tokens
 COLUMNS_PER_STEP = 128  # GPTQ's "lazy batch": errors reach later columns in blocks of this size
 
 

@@ -6,11 +6,11 @@ cache_dir()/llamacpp/<label>-<key>/model.gguf.
 
 Which weights: the fastest copy that raises reply perplexity by at most quality.QUALITY_LIMIT_PCT
 over the model in memory (the quality guard), tried in this order:
-  q8_0+iq4_nl  two thirds of the weights GPTQ-rounded to 4 bits, the rest 8 bits (llamacpp_mix.py;
-               Llama models only)
-  q8_0         the float32 export quantized by llama.cpp's own quantizer (token embeddings q8_0, as
-               in the shipped SmolLM2 GGUF)
-  f32          exact and slowest, kept when both fail
+  mix-4bit-most, mix-4bit-half  most or half of the weights GPTQ-rounded to 4 bits, the rest 8 bits
+                                (llamacpp_mix.py; Llama models only)
+  q8_0   the float32 export quantized by llama.cpp's own quantizer (token embeddings q8_0, as in the
+         shipped SmolLM2 GGUF)
+  f32    exact and slowest, kept when all the others fail
 Plain 4-bit formats fail the guard by far (docs/benchmarks.md). MOVIECHAT_GGUF_WEIGHTS overrides the choice.
 """
 
@@ -27,13 +27,12 @@ from . import threads
 from .conversion_cache import ConversionCache, choice_from_env, files_digest
 from .gguf_export import ExportError, write_model
 from .llamacpp import LlamaCppBackend, open_gguf, quiet
-from .llamacpp_mix import WEIGHTS as MIXED
-from .llamacpp_mix import write_mixed
+from .llamacpp_mix import PLANS, write_mixed
 from .quality import QUALITY_LIMIT_PCT, compare
 
 WEIGHTS_ENV = "MOVIECHAT_GGUF_WEIGHTS"  # "auto" (default) or one of WEIGHTS
-WEIGHTS = (MIXED, "q8_0", "f32")  # tried in this order: the first that passes the guard is kept
-FORMAT_VERSION = 2  # bump when what is stored next to a conversion changes (2: the mixed copy)
+WEIGHTS = (*PLANS, "q8_0", "f32")  # tried in this order: the first that passes the guard is kept
+FORMAT_VERSION = 2  # bump when what is stored next to a conversion changes (2: the mixed copies)
 METADATA = "moviechat_gguf.json"
 MODEL_FILE = "model.gguf"
 CONTEXT_LIMIT = 2048  # positions per llama.cpp context (chat prompts are planned within 1,024)
@@ -83,11 +82,11 @@ def _convert(model, tokenizer, target: Path, context_window: int) -> None:
     choice = weights_choice()
     meta: dict = {"context_window": context_window}
     for weights in WEIGHTS if choice == "auto" else (choice,):
-        if weights == MIXED:
-            path = write_mixed(model, tokenizer, format_for(tokenizer), tmp / "mixed.gguf")
+        if weights in PLANS:
+            path = write_mixed(model, tokenizer, format_for(tokenizer), tmp / f"{weights}.gguf", weights)
             if path is None:  # nothing in this model to write in 4 bits: the q8_0 copy is the same
-                if choice == MIXED:
-                    raise ExportError(f"{MIXED} needs a Llama model with rows in blocks of 32")
+                if choice == weights:
+                    raise ExportError(f"{weights} needs a Llama model with rows in blocks of 32")
                 continue
         else:
             path = f32 if weights == "f32" else quantize(f32, tmp / f"{weights}.gguf", weights)

@@ -1,14 +1,17 @@
-"""The mixed GGUF copy: 4 bits where the model tolerates them, 8 bits where it doesn't.
+"""The mixed GGUF copies: 4 bits where the model tolerates them, 8 bits where it doesn't.
 
 Measured on the shipped model (bench/gguf_options.py, docs/benchmarks.md): the attention's query,
-key and output projections and the MLP's gate and up projections, GPTQ-rounded onto iq4_nl
-(gptq.py), barely move reply perplexity; the value and down projections are the sensitive ones and
-stay q8_0, like the token embeddings (also the output layer, as in the SmolLM2 GGUF). About two
-thirds of the weights then take half the bytes, and iq4_nl is a format llama.cpp repacks for AVX2:
-decoding is faster than on the all-q8_0 copy and on the base's own q4_1 file.
+key and output projections and the MLP's up projection, GPTQ-rounded onto iq4_nl (gptq.py), barely
+move reply perplexity; the gate projection costs more, and the value and down projections are the
+sensitive ones: they stay q8_0, like the token embeddings (also the output layer, as in the SmolLM2
+GGUF). iq4_nl is a format llama.cpp repacks for AVX2, so the fewer bytes also mean faster
+multiplication: decoding beats the all-q8_0 copy and the base's own q4_1 file.
 
-The quality guard still decides: llamacpp_cache keeps this copy only while it raises reply
-perplexity by at most quality.QUALITY_LIMIT_PCT, else it tries q8_0.
+PLANS, fastest first (the share of the layers' weights in 4 bits is SmolLM2-135M's):
+  mix-4bit-most  q, k, o, gate and up projections in iq4_nl (72 %)
+  mix-4bit-half  q, k, o and up projections in iq4_nl (47 %)
+The quality guard decides: llamacpp_cache keeps the first whose reply perplexity is at most
+quality.QUALITY_LIMIT_PCT over the model in memory, else q8_0.
 """
 
 from __future__ import annotations
@@ -19,23 +22,23 @@ from . import ggml_quant, gptq
 from .gguf_export import write_model
 from .importance import input_statistics
 
-WEIGHTS = "q8_0+iq4_nl"
-FOUR_BIT = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.o_proj", "mlp.up_proj")
+_HALF = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.o_proj", "mlp.up_proj")
+PLANS = {"mix-4bit-most": (*_HALF, "mlp.gate_proj"), "mix-4bit-half": _HALF}  # weights -> modules in 4 bits
 
 
-def four_bit_modules(model) -> set[str]:
-    """The Linear modules this copy writes in 4 bits: Llama's FOUR_BIT projections whose rows split into blocks."""
+def four_bit_modules(model, plan: str) -> set[str]:
+    """The Linear modules `plan` writes in 4 bits: Llama projections it names whose rows split into blocks."""
     import torch
 
     return {name for name, module in model.named_modules()
-            if isinstance(module, torch.nn.Linear) and name.endswith(FOUR_BIT)
+            if isinstance(module, torch.nn.Linear) and name.endswith(PLANS[plan])
             and module.in_features % ggml_quant.BLOCK == 0}
 
 
-def write_mixed(model, tokenizer, fmt, path: Path) -> Path | None:
-    """The model at `path` with four_bit_modules in GPTQ iq4_nl, the other matrices in q8_0, vectors
-    in f32; None when no module qualifies (GPT-2, or sizes that don't split into blocks)."""
-    chosen = four_bit_modules(model)
+def write_mixed(model, tokenizer, fmt, path: Path, plan: str) -> Path | None:
+    """The model at `path` with `plan`'s four_bit_modules in GPTQ iq4_nl, the other matrices in q8_0,
+    vectors in f32; None when no module qualifies (GPT-2, or sizes that don't split into blocks)."""
+    chosen = four_bit_modules(model, plan)
     if not chosen:
         return None
     statistics = input_statistics(model, fmt, lambda name: name in chosen)
