@@ -60,6 +60,17 @@ def test_gptq_keeps_the_layer_output_closer_than_rounding_on_the_same_scales():
     assert output_error(ours) < 0.8 * output_error(rounded)
 
 
+def test_gptq_in_steps_of_columns_is_gptq_in_one_step(monkeypatch):
+    """The lazy batch (errors reach later columns a step at a time) changes the speed, not the result."""
+    rng = np.random.default_rng(4)
+    weight = rng.normal(scale=0.05, size=(32, 320)).astype(np.float32)
+    inputs = _correlated_inputs(320, seed=4)
+    hessian = inputs.T @ inputs / len(inputs)
+    stepped = gptq.quantize_iq4_nl(weight, hessian)
+    monkeypatch.setattr(gptq, "COLUMNS_PER_STEP", 320)
+    assert np.array_equal(stepped, gptq.quantize_iq4_nl(weight, hessian))
+
+
 @pytest.fixture
 def tiny_llama_dir(tmp_path, gpt2_tokenizer):
     path = tmp_path / "tiny-llama"
@@ -142,3 +153,23 @@ def test_the_cache_keeps_the_fastest_copy_that_passes_the_guard(tiny_llama_dir, 
     [folder] = converted_dirs("llamacpp")
     meta = json.loads((cache_dir() / "llamacpp" / folder / llamacpp_cache.METADATA).read_text())
     assert meta["weights"] == "q8_0" and meta["perplexity_change_pct_mix-4bit-half"] == 5.0
+
+
+def test_a_mixed_copy_that_cannot_be_made_leaves_q8_0_and_a_forced_one_says_why(tiny_llama_dir, tiny_gpt2_dir,
+                                                                             monkeypatch):
+    def broken(*args):
+        raise OSError("no ggml-base library")
+
+    real = llamacpp_cache.write_mixed
+    monkeypatch.setattr(llamacpp_cache, "write_mixed", broken)
+    loaded = load_model(str(tiny_llama_dir))
+    assert loaded.backend.name == "llama.cpp-q8_0"
+    [folder] = converted_dirs("llamacpp")
+    meta = json.loads((cache_dir() / "llamacpp" / folder / llamacpp_cache.METADATA).read_text())
+    assert meta["failed_mix-4bit-most"] == "OSError: no ggml-base library"
+
+    monkeypatch.setattr(llamacpp_cache, "write_mixed", real)
+    monkeypatch.setenv(llamacpp_cache.WEIGHTS_ENV, "mix-4bit-half")
+    loaded = load_model(str(tiny_gpt2_dir))  # GPT-2: nothing to write in 4 bits
+    assert not loaded.backend.name.startswith("llama.cpp")
+    assert "mix-4bit-half needs a Llama model" in loaded.backend_note

@@ -39,8 +39,9 @@ def test_default_lowers_reply_perplexity_against_its_base(cache, monkeypatch):
 
     monkeypatch.setenv("MOVIECHAT_CACHE_DIR", str(cache))
     settings = json.loads((specs.SHIPPED_MODEL_DIR / specs.RUN_METADATA).read_text())["settings"]
-    base = load_model(specs.OFFLINE_BASE, device="cpu")
-    tuned = load_model("default", device="cpu")
+    # Scored on the transformers models themselves: no llama.cpp copies to write (a minute each).
+    base = load_model(specs.OFFLINE_BASE, device="cpu", backend="transformers")
+    tuned = load_model("default", device="cpu", backend="transformers")
     corpus = load_corpus(CORNELL_MINI)
     scores = {}
     for name, loaded in (("base", base), ("tuned", tuned)):

@@ -22,7 +22,11 @@ BLOCK = 32  # values per block in each of them: a row's length must be a multipl
 def _ggml():
     import llama_cpp
 
-    lib = ctypes.CDLL(str(Path(llama_cpp.__file__).parent / "lib" / "libggml-base.so"))
+    folder = Path(llama_cpp.__file__).parent / "lib"
+    found = sorted(folder.glob("libggml-base.so")) or sorted(folder.glob("*ggml-base.*"))  # .so, .dylib, .dll
+    if not found:
+        raise OSError(f"no ggml-base library in {folder}")
+    lib = ctypes.CDLL(str(found[0]))
     lib.ggml_quantize_chunk.restype = ctypes.c_size_t
     lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                                         ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]

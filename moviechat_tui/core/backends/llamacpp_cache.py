@@ -83,7 +83,13 @@ def _convert(model, tokenizer, target: Path, context_window: int) -> None:
     meta: dict = {"context_window": context_window}
     for weights in WEIGHTS if choice == "auto" else (choice,):
         if weights in PLANS:
-            path = write_mixed(model, tokenizer, format_for(tokenizer), tmp / f"{weights}.gguf", weights)
+            try:
+                path = write_mixed(model, tokenizer, format_for(tokenizer), tmp / f"{weights}.gguf", weights)
+            except Exception as exc:  # a faster copy that can't be made must not cost llama.cpp altogether
+                if choice == weights:
+                    raise
+                meta[f"failed_{weights}"] = f"{type(exc).__name__}: {exc}"
+                continue
             if path is None:  # nothing in this model to write in 4 bits: the q8_0 copy is the same
                 if choice == weights:
                     raise ExportError(f"{weights} needs a Llama model with rows in blocks of 32")
