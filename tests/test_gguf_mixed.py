@@ -12,10 +12,11 @@ import torch
 
 pytest.importorskip("llama_cpp")
 
-from moviechat_tui.core.backends import ggml_quant, gptq, llamacpp_cache  # noqa: E402
+from moviechat_tui.core.backends import ggml_quant, gptq, llamacpp_cache, llamacpp_mix  # noqa: E402
+from moviechat_tui.core.backends.importance import IMPORTANCE_DIALOGUES, calibration_ids  # noqa: E402
 from moviechat_tui.core.backends.llamacpp import open_gguf  # noqa: E402
 from moviechat_tui.core.backends.llamacpp_mix import PLANS, four_bit_modules, write_mixed  # noqa: E402
-from moviechat_tui.core.dialogue import format_for  # noqa: E402
+from moviechat_tui.core.dialogue import exchange_turns, format_for, training_example  # noqa: E402
 from moviechat_tui.core.loading import load_model  # noqa: E402
 from moviechat_tui.core.paths import cache_dir  # noqa: E402
 from cache_helpers import converted_dirs  # noqa: E402
@@ -113,6 +114,15 @@ def test_the_mixed_file_has_4_bits_where_planned_and_llama_cpp_reads_those_value
     assert (ours.argmax(-1) == theirs.argmax(-1)).float().mean() >= 0.9
 
 
+@pytest.mark.parametrize("tokenizer", ["gpt2_tokenizer", "chatml_tokenizer"])
+def test_the_statistics_read_each_dialogue_as_training_lays_it_out(tokenizer, request):
+    """The last line is the bot's reply and the roles alternate backwards from it, as in training."""
+    fmt = format_for(request.getfixturevalue(tokenizer))
+    for lines in IMPORTANCE_DIALOGUES:
+        trained = training_example(fmt, exchange_turns(lines)[:-1], lines[-1], max_length=1024)
+        assert calibration_ids(fmt, lines) == trained.input_ids
+
+
 def test_gpt2_has_nothing_to_write_in_4_bits(tiny_gpt2_dir, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -130,13 +140,22 @@ def test_the_cache_keeps_the_fastest_copy_that_passes_the_guard(tiny_llama_dir, 
         measured.append(weights)
         return change[weights]
 
+    calibration_passes = []
+    real_statistics = llamacpp_mix.input_statistics
+
+    def counted_statistics(*args):
+        calibration_passes.append(1)
+        return real_statistics(*args)
+
     def convert_again():
         for folder in converted_dirs("llamacpp"):
             shutil.rmtree(cache_dir() / "llamacpp" / folder)
         measured.clear()
+        calibration_passes.clear()
         return load_model(str(tiny_llama_dir))
 
     monkeypatch.setattr(llamacpp_cache, "perplexity_change", guard)
+    monkeypatch.setattr(llamacpp_mix, "input_statistics", counted_statistics)
     loaded = load_model(str(tiny_llama_dir))
     assert loaded.backend.name == "llama.cpp-mix-4bit-most" and measured == ["mix-4bit-most"]
     assert loaded.backend_note == ""
@@ -144,6 +163,7 @@ def test_the_cache_keeps_the_fastest_copy_that_passes_the_guard(tiny_llama_dir, 
     change["mix-4bit-most"] = 2.5
     loaded = convert_again()
     assert loaded.backend.name == "llama.cpp-mix-4bit-half" and measured == ["mix-4bit-most", "mix-4bit-half"]
+    assert len(calibration_passes) == 1  # both plans rounded from one pass over the dialogues
     assert "mix-4bit-most by 2.5%" in loaded.backend_note
 
     change["mix-4bit-half"] = 5.0

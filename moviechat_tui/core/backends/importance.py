@@ -44,14 +44,20 @@ IMPORTANCE_DIALOGUES = [
 ]
 
 
+def calibration_ids(fmt, lines) -> list[int]:
+    """One dialogue as the chat feeds it: the earlier lines as the prompt, the last as the bot's reply
+    (the layout of a training example; dialogue.exchange_turns gives the roles)."""
+    from ..dialogue import exchange_turns
+
+    return fmt.prompt_ids(exchange_turns(lines)[:-1]) + fmt.reply_ids(lines[-1])
+
+
 def input_statistics(model, fmt, second_moments: Callable[[str], bool] = lambda name: False) -> dict:
     """{weight module name: (E[x_j^2] as float32 numpy (in_features,), E[x x^T] as float64 torch
     (in, in) or None)} of each Linear's (GPT-2: Conv1D's) input over the dialogues; the full second
     moment only where `second_moments(name)` (gptq.py needs it; it is in_features^2 numbers)."""
     import torch
     from transformers.pytorch_utils import Conv1D
-
-    from ..dialogue import BOT, USER, Turn
 
     modules = {name: module for name, module in model.named_modules()
                if isinstance(module, (torch.nn.Linear, Conv1D)) and not name.endswith("lm_head")}
@@ -72,9 +78,7 @@ def input_statistics(model, fmt, second_moments: Callable[[str], bool] = lambda 
     try:
         with torch.no_grad():
             for lines in IMPORTANCE_DIALOGUES:
-                turns = [Turn(USER if (len(lines) - 1 - i) % 2 == 0 else BOT, text) for i, text in enumerate(lines)]
-                ids = fmt.prompt_ids(turns[:-1]) + fmt.reply_ids(lines[-1])
-                model(torch.tensor([ids], device=model.device))
+                model(torch.tensor([calibration_ids(fmt, lines)], device=model.device))
     finally:
         for handle in handles:
             handle.remove()

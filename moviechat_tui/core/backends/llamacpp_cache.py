@@ -27,7 +27,7 @@ from . import threads
 from .conversion_cache import ConversionCache, choice_from_env, files_digest
 from .gguf_export import ExportError, write_model
 from .llamacpp import LlamaCppBackend, open_gguf, quiet
-from .llamacpp_mix import PLANS, write_mixed
+from .llamacpp_mix import PLANS, plan_statistics, write_mixed
 from .quality import QUALITY_LIMIT_PCT, compare
 
 WEIGHTS_ENV = "MOVIECHAT_GGUF_WEIGHTS"  # "auto" (default) or one of WEIGHTS
@@ -81,10 +81,14 @@ def _convert(model, tokenizer, target: Path, context_window: int) -> None:
     write_model(model, tokenizer, f32)
     choice = weights_choice()
     meta: dict = {"context_window": context_window}
-    for weights in WEIGHTS if choice == "auto" else (choice,):
+    tried = WEIGHTS if choice == "auto" else (choice,)
+    statistics: dict = {}  # the calibration pass, once for every mixed plan tried
+    for weights in tried:
         if weights in PLANS:
             try:
-                path = write_mixed(model, tokenizer, format_for(tokenizer), tmp / f"{weights}.gguf", weights)
+                fmt = format_for(tokenizer)
+                statistics = statistics or plan_statistics(model, fmt, [w for w in tried if w in PLANS])
+                path = write_mixed(model, tokenizer, fmt, tmp / f"{weights}.gguf", weights, statistics)
             except Exception as exc:  # a faster copy that can't be made must not cost llama.cpp altogether
                 if choice == weights:
                     raise

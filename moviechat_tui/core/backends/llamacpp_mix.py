@@ -35,13 +35,21 @@ def four_bit_modules(model, plan: str) -> set[str]:
             and module.in_features % ggml_quant.BLOCK == 0}
 
 
-def write_mixed(model, tokenizer, fmt, path: Path, plan: str) -> Path | None:
+def plan_statistics(model, fmt, plans) -> dict:
+    """importance.input_statistics with the second moments every one of `plans` needs: one pass
+    over the calibration dialogues serves each plan tried; {} (no pass) when none has a module to write."""
+    needed = set().union(*(four_bit_modules(model, plan) for plan in plans))
+    return input_statistics(model, fmt, lambda name: name in needed) if needed else {}
+
+
+def write_mixed(model, tokenizer, fmt, path: Path, plan: str, statistics: dict | None = None) -> Path | None:
     """The model at `path` with `plan`'s four_bit_modules in GPTQ iq4_nl, the other matrices in q8_0,
-    vectors in f32; None when no module qualifies (GPT-2, or sizes that don't split into blocks)."""
+    vectors in f32; None when no module qualifies (GPT-2, or sizes that don't split into blocks).
+    `statistics` (plan_statistics covering `plan`) is computed here when not given."""
     chosen = four_bit_modules(model, plan)
     if not chosen:
         return None
-    statistics = input_statistics(model, fmt, lambda name: name in chosen)
+    statistics = statistics or plan_statistics(model, fmt, [plan])
 
     def encode(name: str, array):
         module = name.rsplit(".", 1)[0]
