@@ -32,7 +32,7 @@ from .quality import QUALITY_LIMIT_PCT, compare
 
 WEIGHTS_ENV = "MOVIECHAT_GGUF_WEIGHTS"  # "auto" (default) or one of WEIGHTS
 WEIGHTS = (*PLANS, "q8_0", "f32")  # tried in this order: the first that passes the guard is kept
-FORMAT_VERSION = 2  # bump when what is stored next to a conversion changes (2: the mixed copies)
+FORMAT_VERSION = 3  # bump when how a copy is made changes (2: the mixed copies; 3: their calibration roles)
 METADATA = "moviechat_gguf.json"
 MODEL_FILE = "model.gguf"
 CONTEXT_LIMIT = 2048  # positions per llama.cpp context (chat prompts are planned within 1,024)
