@@ -372,6 +372,7 @@ def quality(baseline, default) -> dict:
         "conversion_note": default.backend_note,
         "perplexity_fp32": report.perplexity_reference, "perplexity_fast": report.perplexity_candidate,
         "perplexity_change_pct": report.change_pct,
+        "context_change_pct": report.context_change_pct,  # replies that use the history
         "next_token_agreement": report.next_token_agreement,
         "greedy_replies_identical": same / len(prompts),
     }

@@ -305,11 +305,13 @@ def cmd_models(args) -> int:
     out.print(backends)
     copies = llamacpp_cache.converted() + ct2_cache.converted()
     if copies:
-        out.print("\n[bold]Converted copies[/] (made on first use; reply perplexity vs the model in memory):")
-        table = Table("model", "copy", "perplexity", "note", box=None)
+        out.print("\n[bold]Converted copies[/] (made on first use; reply perplexity vs the model in memory,"
+                  " on everyday replies and on replies that use the history):")
+        table = Table("model", "copy", "everyday", "history", "note", box=None)
         for copy in copies:
-            change = "" if copy["change_pct"] is None else f"{copy['change_pct']:+.2f}%"
-            table.add_row(escape(copy["folder"]), copy["backend"], change, escape(copy["note"]))
+            change, history = (("" if copy.get(key) is None else f"{copy[key]:+.2f}%")
+                               for key in ("change_pct", "context_change_pct"))
+            table.add_row(escape(copy["folder"]), copy["backend"], change, history, escape(copy["note"]))
         out.print(table)
     return 0
 

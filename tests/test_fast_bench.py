@@ -56,8 +56,9 @@ def test_quality_guard_compares_fast_and_fp32(report):
     assert quality["prompts"] > 0 and quality["reply_tokens"] > quality["prompts"]
     assert 0 <= quality["next_token_agreement"] <= 1
     # A random model is near-uniform: int8 barely moves its perplexity.
-    assert abs(quality["perplexity_change_pct"]) < 2
+    assert abs(quality["perplexity_change_pct"]) < 2 and abs(quality["context_change_pct"]) < 2
     assert report["targets"]["quality_loss_pct"]["met"] is True
+    assert report["targets"]["context_quality_loss_pct"]["met"] is True
 
 
 def test_bad_arguments_are_one_line_errors():

@@ -18,7 +18,7 @@ from moviechat_tui.core.dialogue import USER, Turn
 from moviechat_tui.core.generation import GenerationSettings, stream_reply
 from moviechat_tui.core.loading import ModelLoadError, load_model
 from moviechat_tui.core.paths import cache_dir
-from cache_helpers import converted_dirs, count_conversions
+from cache_helpers import converted_dirs, count_conversions, guard_report
 
 GREEDY = GenerationSettings(temperature=0, repetition_penalty=1.0, no_repeat_ngram_size=0, max_new_tokens=8)
 
@@ -193,11 +193,11 @@ def test_fingerprint_follows_content():
 def test_int8_that_fails_the_quality_guard_becomes_float32(tiny_gpt2_dir, monkeypatch):
     measured = []
 
-    def guard(directory, compute_type, model, tokenizer):
+    def guard(directory, compute_type, *args):
         measured.append(compute_type)
-        return 5.0 if compute_type == "int8" else 0.0
+        return guard_report(5.0 if compute_type == "int8" else 0.0)
 
-    monkeypatch.setattr(ct2_cache, "perplexity_change", guard)
+    monkeypatch.setattr(ct2_cache, "quality_of", guard)
     loaded = load_model(str(tiny_gpt2_dir))
     assert measured == ["int8", "float32"]
     assert loaded.backend.name == "ctranslate2-float32" and "5.0%" in loaded.backend_note
@@ -220,12 +220,14 @@ def test_the_quality_guard_measures_the_copy_against_the_model(tiny_gpt2_dir, tm
     model = load_model(str(tiny_gpt2_dir), backend="transformers").model
     exact = tmp_path / "exact"
     ct2_cache._convert_as(model, gpt2_tokenizer, exact, "float32")
-    assert abs(ct2_cache.perplexity_change(exact, "float32", model, gpt2_tokenizer)) < 0.01
+    exact_report = ct2_cache.quality_of(exact, "float32", model, gpt2_tokenizer)
+    assert abs(exact_report.change_pct) < 0.01 and abs(exact_report.context_change_pct) < 0.01
     # A copy of some other model is caught.
     other = load_model(str(_ranked_dir(tmp_path, gpt2_tokenizer)), backend="transformers").model
     wrong = tmp_path / "wrong"
     ct2_cache._convert_as(other, gpt2_tokenizer, wrong, "float32")
-    assert ct2_cache.perplexity_change(wrong, "float32", model, gpt2_tokenizer) > 100
+    wrong_report = ct2_cache.quality_of(wrong, "float32", model, gpt2_tokenizer)
+    assert wrong_report.change_pct > 100 and wrong_report.context_change_pct > 100 and not wrong_report.passes
 
 
 def _ranked_dir(tmp_path, tokenizer):

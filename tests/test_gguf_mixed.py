@@ -19,7 +19,7 @@ from moviechat_tui.core.backends.llamacpp_mix import PLANS, four_bit_modules, wr
 from moviechat_tui.core.dialogue import exchange_turns, format_for, training_example  # noqa: E402
 from moviechat_tui.core.loading import load_model  # noqa: E402
 from moviechat_tui.core.paths import cache_dir  # noqa: E402
-from cache_helpers import converted_dirs  # noqa: E402
+from cache_helpers import converted_dirs, guard_report  # noqa: E402
 from test_llamacpp import IDS, _tiny_llama  # noqa: E402
 
 
@@ -135,10 +135,11 @@ def test_gpt2_has_nothing_to_write_in_4_bits(tiny_gpt2_dir, tmp_path):
 def test_the_cache_keeps_the_fastest_copy_that_passes_the_guard(tiny_llama_dir, monkeypatch):
     measured = []
     change = {"mix-4bit-most": 0.5, "mix-4bit-half": 0.3, "q8_0": 0.1, "f32": 0.0}
+    context = dict.fromkeys(change, 0.0)
 
     def guard(path, weights, *args):
         measured.append(weights)
-        return change[weights]
+        return guard_report(change[weights], context[weights])
 
     calibration_passes = []
     real_statistics = llamacpp_mix.input_statistics
@@ -154,7 +155,7 @@ def test_the_cache_keeps_the_fastest_copy_that_passes_the_guard(tiny_llama_dir, 
         calibration_passes.clear()
         return load_model(str(tiny_llama_dir))
 
-    monkeypatch.setattr(llamacpp_cache, "perplexity_change", guard)
+    monkeypatch.setattr(llamacpp_cache, "quality_of", guard)
     monkeypatch.setattr(llamacpp_mix, "input_statistics", counted_statistics)
     loaded = load_model(str(tiny_llama_dir))
     assert loaded.backend.name == "llama.cpp-mix-4bit-most" and measured == ["mix-4bit-most"]
@@ -170,9 +171,18 @@ def test_the_cache_keeps_the_fastest_copy_that_passes_the_guard(tiny_llama_dir, 
     loaded = convert_again()
     assert loaded.backend.name == "llama.cpp-q8_0" and measured == ["mix-4bit-most", "mix-4bit-half", "q8_0"]
     assert "mix-4bit-most by 2.5%, mix-4bit-half by 5.0%" in loaded.backend_note
+
+    # Everyday replies within the limit do not save a copy that loses the history.
+    change.update({"mix-4bit-most": 1.8, "mix-4bit-half": 0.0})
+    context.update({"mix-4bit-most": 4.7, "mix-4bit-half": 3.8})
+    loaded = convert_again()
+    assert loaded.backend.name == "llama.cpp-q8_0" and measured == ["mix-4bit-most", "mix-4bit-half", "q8_0"]
+    assert loaded.backend_note == ("raised the perplexity of replies that use the history: mix-4bit-most by 4.7%,"
+                                   " mix-4bit-half by 3.8% (limit 2%): q8_0 instead")
     [folder] = converted_dirs("llamacpp")
     meta = json.loads((cache_dir() / "llamacpp" / folder / llamacpp_cache.METADATA).read_text())
-    assert meta["weights"] == "q8_0" and meta["perplexity_change_pct_mix-4bit-half"] == 5.0
+    assert meta["weights"] == "q8_0" and meta["perplexity_change_pct_mix-4bit-half"] == 0.0
+    assert meta["context_change_pct_mix-4bit-half"] == 3.8  # both measures are kept with the copy
 
 
 def test_a_mixed_copy_that_cannot_be_made_leaves_q8_0_and_a_forced_one_says_why(tiny_llama_dir, tiny_gpt2_dir,

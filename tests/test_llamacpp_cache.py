@@ -17,7 +17,7 @@ from moviechat_tui.core.dialogue import USER, Turn  # noqa: E402
 from moviechat_tui.core.generation import GenerationSettings, stream_reply  # noqa: E402
 from moviechat_tui.core.loading import ModelLoadError, load_model  # noqa: E402
 from moviechat_tui.core.paths import cache_dir  # noqa: E402
-from cache_helpers import converted_dirs, count_conversions  # noqa: E402
+from cache_helpers import converted_dirs, count_conversions, guard_report  # noqa: E402
 from moviechat_tui.core.specs import RUN_METADATA  # noqa: E402
 
 GREEDY = GenerationSettings(temperature=0, repetition_penalty=1.0, no_repeat_ngram_size=0, max_new_tokens=8)
@@ -47,6 +47,7 @@ def test_cpu_default_is_llama_cpp_written_once_then_opened_without_transformers(
     assert _reply(again) == reply
     meta = json.loads((cache_dir() / "llamacpp" / _converted_dirs()[0] / llamacpp_cache.METADATA).read_text())
     assert meta["weights"] == "q8_0" and abs(meta["perplexity_change_pct_q8_0"]) <= 2.0
+    assert abs(meta["context_change_pct_q8_0"]) <= 2.0
 
 
 def test_a_changed_model_is_written_again_and_the_old_file_removed(tiny_gpt2_dir, tmp_path, conversions):
@@ -67,9 +68,9 @@ def test_q8_0_that_fails_the_quality_guard_becomes_f32(tiny_gpt2_dir, monkeypatc
 
     def guard(path, weights, *args):
         measured.append(weights)
-        return 5.0 if weights == "q8_0" else 0.0
+        return guard_report(5.0 if weights == "q8_0" else 0.0)
 
-    monkeypatch.setattr(llamacpp_cache, "perplexity_change", guard)
+    monkeypatch.setattr(llamacpp_cache, "quality_of", guard)
     loaded = load_model(str(tiny_gpt2_dir))
     assert loaded.backend.name == "llama.cpp-f32" and "5.0%" in loaded.backend_note
     again = load_model(str(tiny_gpt2_dir))  # the choice is kept with the file

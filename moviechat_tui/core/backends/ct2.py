@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import MIN_PREFIX_TOKENS, longest_prefix, threads
-from .quality import QUALITY_LIMIT_PCT
+from .quality import guard_note
 
 MAX_CACHED_TOKENS = 8192  # prefix tokens whose state CTranslate2 keeps (SmolLM2-135M: ~45 KB each in float32)
 
@@ -37,7 +37,7 @@ class CT2Backend:
     directory: Path
     compute_type: str
     context_window: int
-    quality: dict  # perplexity_change_pct_<compute type> measured at conversion
+    quality: dict  # the guard's figures per compute type (quality.guard_metadata)
     # Warmed prefixes (token ids), least recently used first; their states live in the generator.
     prefixes: "OrderedDict[tuple[int, ...], None]" = field(default_factory=OrderedDict)
     prefix_hits: int = 0
@@ -49,10 +49,7 @@ class CT2Backend:
     @property
     def note(self) -> str:
         """Why a float32 copy, when int8 failed the quality guard."""
-        rejected = self.quality.get("perplexity_change_pct_int8")
-        if self.compute_type == "float32" and rejected is not None:
-            return f"int8 raised reply perplexity by {rejected:.1f}% (limit {QUALITY_LIMIT_PCT:g}%): float32 instead"
-        return ""
+        return guard_note(self.quality, self.compute_type)
 
     def reseed(self, seed: int) -> None:
         """Make the next samples follow `seed`.

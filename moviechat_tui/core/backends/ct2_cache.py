@@ -6,8 +6,9 @@ Conversions live in cache_dir()/ctranslate2/, keyed by a fingerprint of the mode
 converter version, so a retrained or replaced model is converted again and a read-only package
 directory is never written to.
 
-int8 or float32: a conversion is int8 only if that raises reply perplexity by at most
-quality.QUALITY_LIMIT_PCT over the model in memory (the quality guard, quality.compare);
+int8 or float32: a conversion is int8 only if that raises the perplexity of everyday replies, and
+of replies that use the history, each by at most quality.QUALITY_LIMIT_PCT over the model in
+memory (the quality guard, quality.compare);
 otherwise it is float32, exact and faster than transformers by less.
 MOVIECHAT_FAST_COMPUTE=int8|float32 overrides the choice.
 """
@@ -23,11 +24,11 @@ from typing import Iterable
 
 from .conversion_cache import ConversionCache, choice_from_env, files_digest
 from .ct2 import CT2Backend, new_generator, track
-from .quality import QUALITY_LIMIT_PCT, compare
+from .quality import QualityReport, compare, guard_figures, guard_metadata
 
 COMPUTE_ENV = "MOVIECHAT_FAST_COMPUTE"  # "auto" (default), "int8" or "float32"
 COMPUTE_TYPES = ("int8", "float32")  # int8: weights and matmuls (4x less memory traffic); float32: exact
-FORMAT_VERSION = 3  # bump when what is stored next to a conversion changes
+FORMAT_VERSION = 4  # bump when what is stored next to a conversion changes (4: the context guard)
 METADATA = "moviechat_fast.json"
 
 
@@ -66,10 +67,9 @@ def _convert(model, tokenizer, target: Path, context_window: int) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         _convert_as(model, tokenizer, tmp, compute_type)
         _check_vocabulary(tmp, tokenizer)
-        change = perplexity_change(tmp, compute_type, model, tokenizer)
-        meta.update(compute_type=compute_type)
-        meta[f"perplexity_change_pct_{compute_type}"] = change
-        if choice != "auto" or compute_type == "float32" or change <= QUALITY_LIMIT_PCT:
+        report = quality_of(tmp, compute_type, model, tokenizer, context_window)
+        meta.update(guard_metadata(report, compute_type), compute_type=compute_type)
+        if choice != "auto" or compute_type == "float32" or report.passes:
             break
     (tmp / METADATA).write_text(json.dumps(meta))
     try:
@@ -108,15 +108,17 @@ def _convert_as(model, tokenizer, out: Path, compute_type: str) -> None:
                 model.config.quantization_config = quantization
 
 
-def perplexity_change(directory: Path, compute_type: str, model, tokenizer) -> float:
-    """How much the conversion in `directory` raises the perplexity of the calibration replies over
-    the transformers model in memory (percent, teacher-forced)."""
+def quality_of(directory: Path, compute_type: str, model, tokenizer,
+               context_window: int | None = None) -> QualityReport:
+    """The quality guard: how much the conversion in `directory` raises the perplexity of the
+    calibration replies over the transformers model in memory (teacher-forced)."""
     from ..dialogue import format_for
     from .hf import TransformersBackend
 
     candidate = CT2Backend(new_generator(directory, compute_type), tokenizer, directory, compute_type, 0, {})
     try:
-        return compare(TransformersBackend(lambda: model, tokenizer, 0), candidate, format_for(tokenizer)).change_pct
+        return compare(TransformersBackend(lambda: model, tokenizer, 0), candidate, format_for(tokenizer),
+                       context_window)
     finally:
         candidate.generator = None
 
@@ -132,8 +134,8 @@ def _check_vocabulary(directory: Path, tokenizer) -> None:
 def open_converted(directory: Path, tokenizer) -> CT2Backend:
     meta = json.loads((directory / METADATA).read_text())
     generator = new_generator(directory, meta["compute_type"])
-    quality = {k: v for k, v in meta.items() if k.startswith("perplexity_change_pct")}
-    return track(CT2Backend(generator, tokenizer, directory, meta["compute_type"], int(meta["context_window"]), quality))
+    return track(CT2Backend(generator, tokenizer, directory, meta["compute_type"], int(meta["context_window"]),
+                            guard_figures(meta)))
 
 
 def converted() -> list[dict]:
@@ -141,6 +143,7 @@ def converted() -> list[dict]:
     def describe(folder: Path, meta: dict) -> dict:
         compute = meta["compute_type"]
         return {"backend": f"ctranslate2-{compute}", "change_pct": meta.get(f"perplexity_change_pct_{compute}"),
-                "note": CT2Backend(None, None, folder, compute, 0, meta).note}
+                "context_change_pct": meta.get(f"context_change_pct_{compute}"),
+                "note": CT2Backend(None, None, folder, compute, 0, guard_figures(meta)).note}
 
     return CACHE.listing(describe, "ctranslate2")

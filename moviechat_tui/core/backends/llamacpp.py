@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from . import MIN_PREFIX_TOKENS
-from .quality import QUALITY_LIMIT_PCT
+from .quality import guard_note
 from .sampling import NextToken
 
 
@@ -30,7 +30,7 @@ class LlamaCppBackend:
     path: Path
     weights: str  # "q8_0", "f32", ...: how the GGUF stores the weights
     context_window: int
-    quality: dict = field(default_factory=dict)  # perplexity_change_pct_<weights> measured at conversion
+    quality: dict = field(default_factory=dict)  # the guard's figures per weights (quality.guard_metadata)
     prefix_hits: int = 0
     cached: list[int] = field(default_factory=list)  # the ids whose state the KV cache holds, in order
 
@@ -44,14 +44,7 @@ class LlamaCppBackend:
     @property
     def note(self) -> str:
         """Why these weights, when a faster copy failed the quality guard at conversion."""
-        prefix = "perplexity_change_pct_"
-        rejected = [(key[len(prefix):], pct) for key, pct in self.quality.items()
-                    if key.startswith(prefix) and key[len(prefix):] != self.weights
-                    and pct is not None and pct > QUALITY_LIMIT_PCT]
-        if not rejected:
-            return ""
-        raised = ", ".join(f"{weights} by {pct:.1f}%" for weights, pct in rejected)
-        return f"raised reply perplexity: {raised} (limit {QUALITY_LIMIT_PCT:g}%): {self.weights} instead"
+        return guard_note(self.quality, self.weights)
 
     # --- the KV cache -------------------------------------------------------------------------
 
