@@ -12,7 +12,7 @@ import torch
 
 pytest.importorskip("llama_cpp")
 
-from moviechat_tui.core.backends import ggml_quant, gptq, llamacpp_cache, llamacpp_mix  # noqa: E402
+from moviechat_tui.core.backends import ggml_quant, gptq, llamacpp_cache  # noqa: E402
 from moviechat_tui.core.backends.importance import IMPORTANCE_DIALOGUES, calibration_ids  # noqa: E402
 from moviechat_tui.core.backends.llamacpp import open_gguf  # noqa: E402
 from moviechat_tui.core.backends.llamacpp_mix import PLANS, four_bit_modules, write_mixed  # noqa: E402
@@ -132,73 +132,51 @@ def test_gpt2_has_nothing_to_write_in_4_bits(tiny_gpt2_dir, tmp_path):
     assert write_mixed(model, tokenizer, format_for(tokenizer), tmp_path / "x.gguf", "mix-4bit-most") is None
 
 
-def test_the_cache_keeps_the_fastest_copy_that_passes_the_guard(tiny_llama_dir, monkeypatch):
-    measured = []
-    change = {"mix-4bit-most": 0.5, "mix-4bit-half": 0.3, "q8_0": 0.1, "f32": 0.0}
-    context = dict.fromkeys(change, 0.0)
+def test_auto_keeps_q8_0_and_a_mixed_copy_is_written_only_when_asked(tiny_llama_dir, monkeypatch):
+    measured, written = [], []
+    change = {"mix-4bit-most": 1.8, "mix-4bit-half": 0.0, "q8_0": 0.1, "f32": 0.0}
+    context = {"mix-4bit-most": 4.7, "mix-4bit-half": 3.8, "q8_0": 0.8, "f32": 0.0}
+    real_write = llamacpp_cache.write_mixed
 
     def guard(path, weights, *args):
         measured.append(weights)
         return guard_report(change[weights], context[weights])
 
-    calibration_passes = []
-    real_statistics = llamacpp_mix.input_statistics
-
-    def counted_statistics(*args):
-        calibration_passes.append(1)
-        return real_statistics(*args)
+    def counted_write(*args):
+        written.append(args[-1])
+        return real_write(*args)
 
     def convert_again():
         for folder in converted_dirs("llamacpp"):
             shutil.rmtree(cache_dir() / "llamacpp" / folder)
         measured.clear()
-        calibration_passes.clear()
+        written.clear()
         return load_model(str(tiny_llama_dir))
 
     monkeypatch.setattr(llamacpp_cache, "quality_of", guard)
-    monkeypatch.setattr(llamacpp_mix, "input_statistics", counted_statistics)
+    monkeypatch.setattr(llamacpp_cache, "write_mixed", counted_write)
     loaded = load_model(str(tiny_llama_dir))
-    assert loaded.backend.name == "llama.cpp-mix-4bit-most" and measured == ["mix-4bit-most"]
+    assert loaded.backend.name == "llama.cpp-q8_0" and measured == ["q8_0"] and written == []
     assert loaded.backend_note == ""
 
-    change["mix-4bit-most"] = 2.5
+    context["q8_0"] = 2.5  # a q8_0 copy that loses the history gives way to f32
     loaded = convert_again()
-    assert loaded.backend.name == "llama.cpp-mix-4bit-half" and measured == ["mix-4bit-most", "mix-4bit-half"]
-    assert len(calibration_passes) == 1  # both plans rounded from one pass over the dialogues
-    assert "mix-4bit-most by 2.5%" in loaded.backend_note
+    assert loaded.backend.name == "llama.cpp-f32" and measured == ["q8_0", "f32"] and written == []
+    assert loaded.backend_note == ("raised the perplexity of replies that use the history: q8_0 by 2.5%"
+                                   " (limit 2%): f32 instead")
 
-    change["mix-4bit-half"] = 5.0
+    monkeypatch.setenv(llamacpp_cache.WEIGHTS_ENV, "mix-4bit-most")
     loaded = convert_again()
-    assert loaded.backend.name == "llama.cpp-q8_0" and measured == ["mix-4bit-most", "mix-4bit-half", "q8_0"]
-    assert "mix-4bit-most by 2.5%, mix-4bit-half by 5.0%" in loaded.backend_note
-
-    # Everyday replies within the limit do not save a copy that loses the history.
-    change.update({"mix-4bit-most": 1.8, "mix-4bit-half": 0.0})
-    context.update({"mix-4bit-most": 4.7, "mix-4bit-half": 3.8})
-    loaded = convert_again()
-    assert loaded.backend.name == "llama.cpp-q8_0" and measured == ["mix-4bit-most", "mix-4bit-half", "q8_0"]
-    assert loaded.backend_note == ("raised the perplexity of replies that use the history: mix-4bit-most by 4.7%,"
-                                   " mix-4bit-half by 3.8% (limit 2%): q8_0 instead")
+    assert loaded.backend.name == "llama.cpp-mix-4bit-most" and measured == written == ["mix-4bit-most"]
+    assert loaded.backend_note == ("mix-4bit-most, as asked, raises the perplexity of replies that use the history"
+                                   " by 4.7% (the guard's limit is 2%)")
     [folder] = converted_dirs("llamacpp")
     meta = json.loads((cache_dir() / "llamacpp" / folder / llamacpp_cache.METADATA).read_text())
-    assert meta["weights"] == "q8_0" and meta["perplexity_change_pct_mix-4bit-half"] == 0.0
-    assert meta["context_change_pct_mix-4bit-half"] == 3.8  # both measures are kept with the copy
+    assert meta["weights"] == "mix-4bit-most" and meta["perplexity_change_pct_mix-4bit-most"] == 1.8
+    assert meta["context_change_pct_mix-4bit-most"] == 4.7  # both measures are kept with the copy
 
 
-def test_a_mixed_copy_that_cannot_be_made_leaves_q8_0_and_a_forced_one_says_why(tiny_llama_dir, tiny_gpt2_dir,
-                                                                             monkeypatch):
-    def broken(*args):
-        raise OSError("no ggml-base library")
-
-    real = llamacpp_cache.write_mixed
-    monkeypatch.setattr(llamacpp_cache, "write_mixed", broken)
-    loaded = load_model(str(tiny_llama_dir))
-    assert loaded.backend.name == "llama.cpp-q8_0"
-    [folder] = converted_dirs("llamacpp")
-    meta = json.loads((cache_dir() / "llamacpp" / folder / llamacpp_cache.METADATA).read_text())
-    assert meta["failed_mix-4bit-most"] == "OSError: no ggml-base library"
-
-    monkeypatch.setattr(llamacpp_cache, "write_mixed", real)
+def test_a_forced_mixed_copy_that_cannot_be_made_says_why(tiny_gpt2_dir, monkeypatch):
     monkeypatch.setenv(llamacpp_cache.WEIGHTS_ENV, "mix-4bit-half")
     loaded = load_model(str(tiny_gpt2_dir))  # GPT-2: nothing to write in 4 bits
     assert not loaded.backend.name.startswith("llama.cpp")

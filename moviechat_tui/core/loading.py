@@ -117,7 +117,7 @@ def load_model(spec: str = DEFAULT_SPEC, *, device: str | None = None, backend: 
     """Resolve `spec` (see specs.py) and load it in eval mode.
 
     `backend`: "auto" (the default, or $MOVIECHAT_BACKEND) generates on CPU from a llama.cpp GGUF
-    copy of the model (written once, cached; the fastest weights that pass the quality guard: 4-bit mixed, q8_0 or f32),
+    copy of the model (written once, cached; q8_0 while it passes the quality guard, else f32),
     else from a CTranslate2 copy (int8 or float32, the same guard), falling back to transformers
     when neither package is installed or can run the model; "transformers" forces the plain path;
     "llama.cpp" or "ctranslate2" insists on that one.

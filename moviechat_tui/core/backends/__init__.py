@@ -136,7 +136,7 @@ def insisted(requested: str | None) -> bool:
 
 
 ROLES = {
-    LLAMACPP: "first on CPU: a GGUF copy, 4-bit mixed or q8_0 while the quality guard passes (else f32)",
+    LLAMACPP: "first on CPU: a GGUF copy, q8_0 while the quality guard passes, else f32",
     CTRANSLATE2: "on CPU when llama.cpp is missing or can't run the model: int8 or float32 by the same guard",
     TRANSFORMERS: "always there: on GPUs, when no fast copy can be made, for a model changed in memory",
 }

@@ -4,17 +4,18 @@
 from the model already in memory (adapters merged, gguf_export.write_model) into
 cache_dir()/llamacpp/<label>-<key>/model.gguf.
 
-Which weights: the fastest copy that passes the quality guard (quality.py: everyday replies and
-replies that use the history, each at most quality.QUALITY_LIMIT_PCT more perplexed than the model
-in memory), tried in this order:
-  mix-4bit-most, mix-4bit-half  most or half of the weights GPTQ-rounded to 4 bits, the rest 8 bits
-                                (llamacpp_mix.py; Llama models only)
+Which weights: the first of AUTO_ORDER that passes the quality guard (quality.py: everyday replies
+and replies that use the history, each at most quality.QUALITY_LIMIT_PCT more perplexed than the
+model in memory):
   q8_0   the float32 export quantized by llama.cpp's own quantizer (token embeddings q8_0, as in the
          shipped SmolLM2 GGUF)
-  f32    exact and slowest, kept when all the others fail
-Plain 4-bit formats fail the guard by far; on the shipped model the mixed copies pass on everyday
-replies but lose 4-5 % on the replies that use the history, so q8_0 is kept (docs/benchmarks.md).
-MOVIECHAT_GGUF_WEIGHTS overrides the choice.
+  f32    exact and slowest, kept when q8_0 fails
+MOVIECHAT_GGUF_WEIGHTS overrides the choice, and also offers the mixed copies (llamacpp_mix.py:
+mix-4bit-most, mix-4bit-half; most or half of the weights GPTQ-rounded to 4 bits, Llama models only),
+which decode ~10 % faster. They are not tried unasked: on the shipped model they pass on everyday
+replies but lose 4-5 % on the replies that use the history (docs/benchmarks.md), and writing them
+takes a minute. Plain 4-bit formats fail the guard by far. A forced copy is kept whatever the
+guard says; its figures are kept with it and shown.
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ from . import threads
 from .conversion_cache import ConversionCache, choice_from_env, files_digest
 from .gguf_export import ExportError, write_model
 from .llamacpp import LlamaCppBackend, open_gguf, quiet
-from .llamacpp_mix import PLANS, plan_statistics, write_mixed
+from .llamacpp_mix import PLANS, write_mixed
 from .quality import QualityReport, compare, guard_figures, guard_metadata
 
 WEIGHTS_ENV = "MOVIECHAT_GGUF_WEIGHTS"  # "auto" (default) or one of WEIGHTS
-WEIGHTS = (*PLANS, "q8_0", "f32")  # tried in this order: the first that passes the guard is kept
+AUTO_ORDER = ("q8_0", "f32")  # tried in this order: the first that passes the guard is kept
+WEIGHTS = (*PLANS, *AUTO_ORDER)  # what MOVIECHAT_GGUF_WEIGHTS may ask for
 FORMAT_VERSION = 3  # bump when how a copy is made changes (2: mixed copies; 3: their roles, the context guard)
 METADATA = "moviechat_gguf.json"
 MODEL_FILE = "model.gguf"
@@ -73,7 +75,8 @@ def convert(model, tokenizer, label: str, key: str, context_window: int) -> Path
 
 
 def _convert(model, tokenizer, target: Path, context_window: int) -> None:
-    """Export float32, then keep the first of WEIGHTS that passes the quality guard (float32 at the end)."""
+    """Export float32, then keep the first of AUTO_ORDER that passes the quality guard (float32 at the
+    end), or the weights MOVIECHAT_GGUF_WEIGHTS names, with the guard's figures either way."""
     from ..dialogue import format_for
 
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -84,23 +87,11 @@ def _convert(model, tokenizer, target: Path, context_window: int) -> None:
     write_model(model, tokenizer, f32)
     choice = weights_choice()
     meta: dict = {"context_window": context_window}
-    tried = WEIGHTS if choice == "auto" else (choice,)
-    statistics: dict = {}  # the calibration pass, once for every mixed plan tried
-    for weights in tried:
+    for weights in AUTO_ORDER if choice == "auto" else (choice,):
         if weights in PLANS:
-            try:
-                fmt = format_for(tokenizer)
-                statistics = statistics or plan_statistics(model, fmt, [w for w in tried if w in PLANS])
-                path = write_mixed(model, tokenizer, fmt, tmp / f"{weights}.gguf", weights, statistics)
-            except Exception as exc:  # a faster copy that can't be made must not cost llama.cpp altogether
-                if choice == weights:
-                    raise
-                meta[f"failed_{weights}"] = f"{type(exc).__name__}: {exc}"
-                continue
-            if path is None:  # nothing in this model to write in 4 bits: the q8_0 copy is the same
-                if choice == weights:
-                    raise ExportError(f"{weights} needs a Llama model with rows in blocks of 32")
-                continue
+            path = write_mixed(model, tokenizer, format_for(tokenizer), tmp / f"{weights}.gguf", weights)
+            if path is None:
+                raise ExportError(f"{weights} needs a Llama model with rows in blocks of 32")
         else:
             path = f32 if weights == "f32" else quantize(f32, tmp / f"{weights}.gguf", weights)
         report = quality_of(path, weights, model, tokenizer, context_window)

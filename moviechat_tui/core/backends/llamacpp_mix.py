@@ -2,7 +2,7 @@
 
 Measured on the shipped model (bench/gguf_options.py, docs/benchmarks.md): the attention's query,
 key and output projections and the MLP's up projection, GPTQ-rounded onto iq4_nl (gptq.py), barely
-move reply perplexity; the gate projection costs more, and the value and down projections are the
+move the perplexity of everyday replies; the gate projection costs more, and the value and down projections are the
 sensitive ones: they stay q8_0, like the token embeddings (also the output layer, as in the SmolLM2
 GGUF). iq4_nl is a format llama.cpp repacks for AVX2, so the fewer bytes also mean faster
 multiplication: decoding beats the all-q8_0 copy and the base's own q4_1 file.
@@ -10,8 +10,9 @@ multiplication: decoding beats the all-q8_0 copy and the base's own q4_1 file.
 PLANS, fastest first (the share of the layers' weights in 4 bits is SmolLM2-135M's):
   mix-4bit-most  q, k, o, gate and up projections in iq4_nl (72 %)
   mix-4bit-half  q, k, o and up projections in iq4_nl (47 %)
-The quality guard decides: llamacpp_cache keeps the first whose reply perplexity is at most
-quality.QUALITY_LIMIT_PCT over the model in memory, else q8_0.
+They are written only when MOVIECHAT_GGUF_WEIGHTS asks for one (llamacpp_cache.py): on the shipped
+model they decode ~10 % faster than q8_0 and keep everyday replies within the quality guard, but
+lose 4-5 % on replies that use the history (bench/gguf_options.py, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -35,21 +36,13 @@ def four_bit_modules(model, plan: str) -> set[str]:
             and module.in_features % ggml_quant.BLOCK == 0}
 
 
-def plan_statistics(model, fmt, plans) -> dict:
-    """importance.input_statistics with the second moments every one of `plans` needs: one pass
-    over the calibration dialogues serves each plan tried; {} (no pass) when none has a module to write."""
-    needed = set().union(*(four_bit_modules(model, plan) for plan in plans))
-    return input_statistics(model, fmt, lambda name: name in needed) if needed else {}
-
-
-def write_mixed(model, tokenizer, fmt, path: Path, plan: str, statistics: dict | None = None) -> Path | None:
+def write_mixed(model, tokenizer, fmt, path: Path, plan: str) -> Path | None:
     """The model at `path` with `plan`'s four_bit_modules in GPTQ iq4_nl, the other matrices in q8_0,
-    vectors in f32; None when no module qualifies (GPT-2, or sizes that don't split into blocks).
-    `statistics` (plan_statistics covering `plan`) is computed here when not given."""
+    vectors in f32; None when no module qualifies (GPT-2, or sizes that don't split into blocks)."""
     chosen = four_bit_modules(model, plan)
     if not chosen:
         return None
-    statistics = statistics or plan_statistics(model, fmt, [plan])
+    statistics = input_statistics(model, fmt, lambda name: name in chosen)
 
     def encode(name: str, array):
         module = name.rsplit(".", 1)[0]

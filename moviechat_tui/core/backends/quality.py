@@ -147,14 +147,20 @@ def guard_figures(meta: dict) -> dict:
 
 
 def guard_note(figures: dict, kept: str) -> str:
-    """Why `kept` and not a faster copy: each measure a rejected copy raised past the limit."""
-    parts = []
+    """Why `kept` and not a faster copy (each measure a rejected copy raised past the limit), or
+    what `kept` itself costs past the limit (it was asked for by name)."""
+    parts, own = [], []
     for prefix, measure in MEASURES.items():
         raised = [f"{key[len(prefix):]} by {pct:.1f}%" for key, pct in figures.items()
                   if key.startswith(prefix) and key[len(prefix):] != kept and pct is not None
                   and pct > QUALITY_LIMIT_PCT]
         if raised:
             parts.append(f"raised {measure}: {', '.join(raised)}")
+        pct = figures.get(f"{prefix}{kept}")
+        if pct is not None and pct > QUALITY_LIMIT_PCT:
+            own.append(f"{measure} by {pct:.1f}%")
+    if own:
+        return f"{kept}, as asked, raises {' and '.join(own)} (the guard's limit is {QUALITY_LIMIT_PCT:g}%)"
     return f"{'; '.join(parts)} (limit {QUALITY_LIMIT_PCT:g}%): {kept} instead" if parts else ""
 
 
