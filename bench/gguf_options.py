@@ -5,8 +5,8 @@
 For a model that is a LoRA run on the bundled SmolLM2 GGUF (the shipped `default`), side by side:
   * the base GGUF as it ships (q4_1) with the adapter applied by llama.cpp at run time (gguf_export.write_lora)
   * the adapter merged, then written as f32 and quantized by llama.cpp to q8_0, q5_1, q4_1 and q4_0
-  * the adapter merged, written as each mixed copy the backend tries first (llamacpp_mix.PLANS: GPTQ
-    iq4_nl for some projections, q8_0 elsewhere), and for comparison every projection in plain iq4_nl
+  * the adapter merged, written as each mixed copy the backend offers on request (llamacpp_mix.PLANS:
+    GPTQ iq4_nl for some projections, q8_0 elsewhere), and for comparison every projection in plain iq4_nl
   * two more mixed copies for the record (EXTRA_PLANS: the MLP's up projection only; attention only)
   * the base GGUF alone (q4_1, no adapter): the speed llama.cpp users get from that file
 Each with the quality guard's two measures (the perplexity of everyday replies, and of replies that
@@ -14,9 +14,9 @@ use the history, against the transformers model in memory, adapter merged: backe
 an independent check on the evaluation's context probes (trainer/probes.py: the log-likelihood of
 each probe's true answer, mean change in nats against transformers; the guard never sees these),
 and greedy decode speed and prefill time on a 10-turn history (llama-cpp-python's bare loop, as
-bench/inference.py's (c); runs of all options alternate, medians reported). The backend keeps the
-fastest copy within the guard's 2 % on both measures (llamacpp_cache.py): this script is the
-evidence for that choice.
+bench/inference.py's (c); runs of all options alternate, medians reported). The backend keeps q8_0
+while it is within the guard's 2 % on both measures, else f32, and writes a mixed copy only when asked
+(llamacpp_cache.py): this script is the evidence for that choice.
 """
 
 from __future__ import annotations

@@ -183,7 +183,7 @@ def run(config: BenchConfig, log=lambda message: None) -> dict:
         if "perplexity_change_pct" in q:
             log(f"quality: perplexity {q['perplexity_fp32']:.2f} -> {q['perplexity_fast']:.2f} "
                 f"({q['perplexity_change_pct']:+.2f}%; replies that use the history "
-                f"{q.get('context_change_pct', 0.0):+.2f}%), next-token agreement {q['next_token_agreement']:.1%}, "
+                f"{q['context_change_pct']:+.2f}%), next-token agreement {q['next_token_agreement']:.1%}, "
                 f"identical greedy replies {q['greedy_replies_identical']:.0%}")
     del baseline, default
     if config.processes:
@@ -217,7 +217,8 @@ def check_targets(report: dict) -> dict:
         checks["first_reply_s"] = (report["launch"]["first_reply_s"], TARGETS["first_reply_s"], "<=")
     if "perplexity_change_pct" in report.get("quality", {}):
         checks["quality_loss_pct"] = (report["quality"]["perplexity_change_pct"], TARGETS["quality_loss_pct"], "<=")
-        checks["context_quality_loss_pct"] = (report["quality"]["context_change_pct"], TARGETS["quality_loss_pct"], "<=")
+        checks["context_quality_loss_pct"] = (report["quality"].get("context_change_pct"),
+                                              TARGETS["quality_loss_pct"], "<=")
     out = {}
     for name, (value, target, op) in checks.items():
         met = None if value is None else (value >= target if op == ">=" else value <= target)

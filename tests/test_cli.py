@@ -112,6 +112,27 @@ def test_models_says_which_backend_replies_and_what_was_converted(tiny_gpt2_dir,
     assert "skipped: the transformers" in capsys.readouterr().out
 
 
+def test_models_shows_both_guard_figures_and_reads_copies_from_before_the_history_measure(tiny_gpt2_dir,
+                                                                                         monkeypatch, capsys):
+    from moviechat_tui.cli import main
+    from moviechat_tui.core.backends.llamacpp_cache import METADATA
+    from moviechat_tui.core.loading import load_model
+    from moviechat_tui.core.paths import cache_dir
+
+    load_model(str(tiny_gpt2_dir))
+    old = cache_dir() / "llamacpp" / "old-0123456789"  # written by a format-2 cache: no history figure
+    old.mkdir()
+    (old / METADATA).write_text(json.dumps({"context_window": 2048, "weights": "mix-4bit-most",
+                                            "perplexity_change_pct_mix-4bit-most": 1.84,
+                                            "failed_mix-4bit-half": "OSError: no library"}))
+    assert main(["models"]) == 0
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()
+            if line.strip().startswith(("old-", "tiny-gpt2"))}
+    assert rows["old-0123456789"] == ["llama.cpp-mix-4bit-most", "+1.84%"]
+    copy, everyday, history = rows[next(name for name in rows if name.startswith("tiny-gpt2"))]
+    assert copy == "llama.cpp-q8_0" and everyday.endswith("%") and history.endswith("%")
+
+
 def test_export_then_import_gives_the_same_conversation_and_a_bad_file_writes_nothing(chatted, tmp_path, capsys):
     from moviechat_tui.cli import main
 

@@ -6,7 +6,13 @@ from __future__ import annotations
 import torch
 
 from moviechat_tui.core.backends import quality
-from moviechat_tui.core.backends.quality import QUALITY_LIMIT_PCT, compare, context_calibration, guard_note
+from moviechat_tui.core.backends.quality import (
+    QUALITY_LIMIT_PCT,
+    compare,
+    context_calibration,
+    guard_metadata,
+    guard_note,
+)
 from moviechat_tui.core.cast import fold
 from moviechat_tui.core.loading import load_model
 from trainer import recall
@@ -68,6 +74,9 @@ def test_a_short_window_leaves_out_the_exchanges_that_do_not_fit(tiny_gpt2_dir):
     assert short.context_prompts == sum(n <= window for n in lengths) < len(lengths)
     nothing = compare(plain.backend, plain.backend, plain.format, max_tokens=1)
     assert nothing.prompts == nothing.context_prompts == 0 and nothing.passes
+    # Kept with a copy as "not measured", not as "no change".
+    assert guard_metadata(nothing, "q8_0") == {"perplexity_change_pct_q8_0": None, "context_change_pct_q8_0": None}
+    assert guard_metadata(short, "q8_0") == {"perplexity_change_pct_q8_0": 0.0, "context_change_pct_q8_0": 0.0}
 
 
 def test_the_note_names_each_measure_a_faster_copy_failed():
@@ -78,3 +87,9 @@ def test_the_note_names_each_measure_a_faster_copy_failed():
         "raised reply perplexity: mix-4bit-most by 2.5%; raised the perplexity of replies that use the history:"
         " mix-4bit-most by 4.7%, mix-4bit-half by 3.8% (limit 2%): q8_0 instead")
     assert guard_note({"perplexity_change_pct_q8_0": 0.2, "context_change_pct_q8_0": 0.8}, "q8_0") == ""
+    # The last resort past the limit too (auto): both said; a copy measured alone was asked for by name.
+    assert guard_note({"context_change_pct_int8": 3.0, "context_change_pct_float32": 2.5}, "float32") == (
+        "raised the perplexity of replies that use the history: int8 by 3.0% (limit 2%): float32 instead;"
+        " float32 itself raises the perplexity of replies that use the history by 2.5%")
+    assert guard_note({"context_change_pct_q4_0": 9.0, "context_change_pct_x": None}, "q4_0") == (
+        "q4_0, as asked, raises the perplexity of replies that use the history by 9.0% (the guard's limit is 2%)")

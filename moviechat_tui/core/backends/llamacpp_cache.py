@@ -12,7 +12,7 @@ model in memory):
   f32    exact and slowest, kept when q8_0 fails
 MOVIECHAT_GGUF_WEIGHTS overrides the choice, and also offers the mixed copies (llamacpp_mix.py:
 mix-4bit-most, mix-4bit-half; most or half of the weights GPTQ-rounded to 4 bits, Llama models only),
-which decode ~10 % faster. They are not tried unasked: on the shipped model they pass on everyday
+which decode 6-20 % faster. They are not tried unasked: on the shipped model they pass on everyday
 replies but lose 4-5 % on the replies that use the history (docs/benchmarks.md), and writing them
 takes a minute. Plain 4-bit formats fail the guard by far. A forced copy is kept whatever the
 guard says; its figures are kept with it and shown.
@@ -37,7 +37,7 @@ from .quality import QualityReport, compare, guard_figures, guard_metadata
 WEIGHTS_ENV = "MOVIECHAT_GGUF_WEIGHTS"  # "auto" (default) or one of WEIGHTS
 AUTO_ORDER = ("q8_0", "f32")  # tried in this order: the first that passes the guard is kept
 WEIGHTS = (*PLANS, *AUTO_ORDER)  # what MOVIECHAT_GGUF_WEIGHTS may ask for
-FORMAT_VERSION = 3  # bump when how a copy is made changes (2: mixed copies; 3: their roles, the context guard)
+FORMAT_VERSION = 4  # bump when how a copy is made changes (2: mixed copies; 3: their roles; 4: the context guard)
 METADATA = "moviechat_gguf.json"
 MODEL_FILE = "model.gguf"
 CONTEXT_LIMIT = 2048  # positions per llama.cpp context (chat prompts are planned within 1,024)

@@ -11,7 +11,7 @@ PLANS, fastest first (the share of the layers' weights in 4 bits is SmolLM2-135M
   mix-4bit-most  q, k, o, gate and up projections in iq4_nl (72 %)
   mix-4bit-half  q, k, o and up projections in iq4_nl (47 %)
 They are written only when MOVIECHAT_GGUF_WEIGHTS asks for one (llamacpp_cache.py): on the shipped
-model they decode ~10 % faster than q8_0 and keep everyday replies within the quality guard, but
+model they decode 6-20 % faster than q8_0 and keep everyday replies within the quality guard, but
 lose 4-5 % on replies that use the history (bench/gguf_options.py, docs/benchmarks.md).
 """
 

@@ -6,9 +6,10 @@ with `logits(ids)`, see Backend):
   context_calibration  replies that name a fact the user stated 1-4 exchanges earlier: the use of
                        the history, which a copy can lose while everyday replies barely move (4-bit
                        weights did: +1.8 % on the first, +4.7 % on this one, docs/benchmarks.md)
-A faster copy (llama.cpp's q8_0 or mixed 4-bit, CTranslate2's int8) is kept only while it raises
-both perplexities by at most QUALITY_LIMIT_PCT (`QualityReport.passes`); bench/inference.py
-reports the same measures.
+A faster copy (llama.cpp's q8_0, CTranslate2's int8) is kept only while it raises both
+perplexities by at most QUALITY_LIMIT_PCT (`QualityReport.passes`); a copy asked for by name
+(MOVIECHAT_GGUF_WEIGHTS, MOVIECHAT_FAST_COMPUTE) is measured the same way and its figures shown.
+bench/inference.py reports the same measures.
 """
 
 from __future__ import annotations
@@ -136,9 +137,10 @@ MEASURES = {"perplexity_change_pct_": "reply perplexity",
 
 
 def guard_metadata(report: QualityReport, weights: str) -> dict:
-    """Both measures of one copy, keyed by its weights, for the conversion's metadata."""
-    return {f"perplexity_change_pct_{weights}": report.change_pct,
-            f"context_change_pct_{weights}": report.context_change_pct}
+    """Both measures of one copy, keyed by its weights, for the conversion's metadata (None: no
+    exchange of that set fits the model's window, so nothing was measured)."""
+    return {f"perplexity_change_pct_{weights}": report.change_pct if report.prompts else None,
+            f"context_change_pct_{weights}": report.context_change_pct if report.context_prompts else None}
 
 
 def guard_figures(meta: dict) -> dict:
@@ -159,9 +161,12 @@ def guard_note(figures: dict, kept: str) -> str:
         pct = figures.get(f"{prefix}{kept}")
         if pct is not None and pct > QUALITY_LIMIT_PCT:
             own.append(f"{measure} by {pct:.1f}%")
-    if own:
+    if own and not parts:  # the only copy measured, and past the limit: it was asked for by name
         return f"{kept}, as asked, raises {' and '.join(own)} (the guard's limit is {QUALITY_LIMIT_PCT:g}%)"
-    return f"{'; '.join(parts)} (limit {QUALITY_LIMIT_PCT:g}%): {kept} instead" if parts else ""
+    if not parts:
+        return ""
+    itself = f"; {kept} itself raises {' and '.join(own)}" if own else ""
+    return f"{'; '.join(parts)} (limit {QUALITY_LIMIT_PCT:g}%): {kept} instead{itself}"
 
 
 def _prompts(fmt, exchanges) -> list[tuple[list[int], int]]:
