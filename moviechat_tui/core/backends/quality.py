@@ -170,12 +170,11 @@ def guard_note(figures: dict, kept: str) -> str:
 
 
 def _prompts(fmt, exchanges) -> list[tuple[list[int], int]]:
-    from ..dialogue import BOT, USER, Turn
+    from ..dialogue import exchange_turns
 
     out = []
     for context, reply in exchanges:
-        turns = [Turn(USER if (len(context) - 1 - i) % 2 == 0 else BOT, text) for i, text in enumerate(context)]
-        prompt = fmt.prompt_ids(turns)
+        prompt = fmt.prompt_ids(exchange_turns([*context, reply])[:-1])  # the reply is the bot's
         out.append((prompt + fmt.reply_ids(reply), len(prompt)))
     return out
 
