@@ -41,6 +41,7 @@ async def test_a_sent_message_gets_a_streamed_reply_that_is_saved(store, tiny_lo
         assert texts(app) == [("user", user.text), ("bot", bot.text)]
         status = plain(app.screen.query_one("#status-info"))
         assert "tiny" in status and "tok/s" in status and "greedy" in status
+        assert "first token" in status and " ms" in status  # a live reply: its wait apart from its speed
         assert "Where are you going?" in plain(app.screen.query_one("#status-title"))
         assert app.chat_screen.chat_input.has_focus and app.chat_screen.chat_input.text == ""
 

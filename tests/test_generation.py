@@ -152,3 +152,14 @@ def test_chat_template_models_stop_at_their_end_of_turn(tiny_chatml_dir):
         text = "".join(stream)
     assert stream.finish_reason == "end_of_turn" and text.strip()
     assert "<|im_end|>" not in text
+
+
+def test_the_decoding_speed_leaves_out_the_wait_for_the_first_token():
+    from moviechat_tui.core.generation import ReplyStats
+
+    # Two tokens: 0.4 s of prefill, then one more token 0.01 s later.
+    short = ReplyStats(new_tokens=2, seconds=0.41, first_token_seconds=0.4)
+    assert short.tokens_per_second == pytest.approx(2 / 0.41)  # what the header used to show: ~4.9 tok/s
+    assert short.decode_tokens_per_second == pytest.approx(100.0)
+    assert ReplyStats(new_tokens=1, seconds=0.4, first_token_seconds=0.4).decode_tokens_per_second is None
+    assert ReplyStats(new_tokens=5, seconds=0.5).decode_tokens_per_second is None  # no first-token time

@@ -44,7 +44,16 @@ class ReplyStats:
 
     @property
     def tokens_per_second(self) -> float:
+        """New tokens over the whole reply, the wait for the first one included."""
         return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def decode_tokens_per_second(self) -> float | None:
+        """The tokens after the first over the time after it: the decoding speed alone, which a
+        two-token reply's overall rate hides under the history's prefill. None below two tokens."""
+        if self.first_token_seconds is None or self.new_tokens < 2 or self.seconds <= self.first_token_seconds:
+            return None
+        return (self.new_tokens - 1) / (self.seconds - self.first_token_seconds)
 
 
 class ReplyStream:

@@ -71,7 +71,8 @@ class Chat(TurnActions, Vertical):
         self.outbox = Outbox()  # messages sent while a reply streams
         self.reply: Reply | None = None
         self.generating = False
-        self.last_speed: float | None = None
+        self.last_speed: float | None = None  # tokens/s: decoding alone after a live reply, overall for a stored one
+        self.last_first_token_ms: float | None = None  # after a live reply only (the store keeps no such figure)
         self.stop_requested = False
         self._sent_text: str | None = None
 
@@ -105,6 +106,7 @@ class Chat(TurnActions, Vertical):
             self.chat_log.mount(Static(self._failure_text(), classes="load-error"))
         bot = [m for m in messages if m.role == BOT and m.token_count and m.latency_ms]
         self.last_speed = bot[-1].token_count / (bot[-1].latency_ms / 1000) if bot else None
+        self.last_first_token_ms = None
 
     def show_load_failure(self) -> None:
         self.chat_log.query(".hint").remove()  # "the bot answers…": not now
@@ -374,7 +376,9 @@ class Chat(TurnActions, Vertical):
         status = "error" if error and reply.status == "partial" else reply.status
         view.finish(reply.message, status, note=(error or "") if status == "error" else "")
         if reply.stats.new_tokens:
-            self.last_speed = reply.stats.tokens_per_second
+            stats = reply.stats
+            self.last_speed = stats.decode_tokens_per_second
+            self.last_first_token_ms = None if stats.first_token_seconds is None else stats.first_token_seconds * 1000
         for notice in reply.notices:
             self.notify(notice, timeout=6, markup=False)
         if error:

@@ -173,6 +173,8 @@ class ChatScreen(ChatTools, Screen):
         else:
             info.append_text(literal(spec, "bold"))
         info.append_text(literal(self.switch_note(), "italic"))
+        if chat.last_first_token_ms is not None:
+            info.append(f" · first token {chat.last_first_token_ms:.0f} ms")
         if chat.last_speed:
             info.append(f" · {chat.last_speed:.1f} tok/s")
         info.append_text(literal(f" · {settings_summary(chat.settings, chat.genres)}"))
