@@ -1,6 +1,7 @@
 """Model loading and streaming generation, on tiny models saved with save_pretrained."""
 
 import threading
+import time
 
 import pytest
 import torch
@@ -163,3 +164,16 @@ def test_the_decoding_speed_leaves_out_the_wait_for_the_first_token():
     assert short.decode_tokens_per_second == pytest.approx(100.0)
     assert ReplyStats(new_tokens=1, seconds=0.4, first_token_seconds=0.4).decode_tokens_per_second is None
     assert ReplyStats(new_tokens=5, seconds=0.5).decode_tokens_per_second is None  # no first-token time
+    # The reader took its time after the last token: the model's speed is what is shown.
+    slow_reader = ReplyStats(new_tokens=9, seconds=0.9, first_token_seconds=0.2, last_token_seconds=0.28)
+    assert slow_reader.decode_tokens_per_second == pytest.approx(100.0)
+
+
+def test_a_streamed_reply_times_its_first_and_last_token(tiny):
+    stream = stream_reply(tiny, _prompt(tiny), GREEDY)
+    for _ in stream:
+        time.sleep(0.05)  # a slow reader: the model is done long before the reply is read
+    stats = stream.stats
+    assert stats.new_tokens >= 2
+    assert 0 < stats.first_token_seconds <= stats.last_token_seconds < stats.seconds
+    assert stats.seconds - stats.last_token_seconds >= 0.04

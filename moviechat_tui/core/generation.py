@@ -41,6 +41,7 @@ class ReplyStats:
     new_tokens: int = 0
     seconds: float = 0.0
     first_token_seconds: float | None = None
+    last_token_seconds: float | None = None  # when the model gave its last token (the consumer may read later)
 
     @property
     def tokens_per_second(self) -> float:
@@ -49,11 +50,13 @@ class ReplyStats:
 
     @property
     def decode_tokens_per_second(self) -> float | None:
-        """The tokens after the first over the time after it: the decoding speed alone, which a
-        two-token reply's overall rate hides under the history's prefill. None below two tokens."""
-        if self.first_token_seconds is None or self.new_tokens < 2 or self.seconds <= self.first_token_seconds:
+        """The tokens after the first over the time the model took for them: the decoding speed alone,
+        which a short reply's overall rate hides under the history's prefill and the reader's pace.
+        None below two tokens."""
+        end = self.seconds if self.last_token_seconds is None else self.last_token_seconds
+        if self.first_token_seconds is None or self.new_tokens < 2 or end <= self.first_token_seconds:
             return None
-        return (self.new_tokens - 1) / (self.seconds - self.first_token_seconds)
+        return (self.new_tokens - 1) / (end - self.first_token_seconds)
 
 
 class ReplyStream:
@@ -141,8 +144,9 @@ def _generate_pieces(loaded: LoadedModel, prompt_ids, settings, stream: ReplyStr
             if not self.next_tokens_are_prompt:
                 beat(loaded)
                 stream.stats.new_tokens += value.numel()
+                stream.stats.last_token_seconds = time.perf_counter() - started
                 if stream.stats.first_token_seconds is None:
-                    stream.stats.first_token_seconds = time.perf_counter() - started
+                    stream.stats.first_token_seconds = stream.stats.last_token_seconds
             super().put(value)
 
     # The timeout only wakes the consumer up to look at the watchdog; text arrives word by word.
