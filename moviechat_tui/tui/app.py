@@ -25,6 +25,7 @@ from ..core.store import Store
 from .busy import BUSY_NOTICE, BUSY_SECONDS, DatabaseBusy, RetryWhileBusy, Written
 from .chat_screen import COMMANDS, ChatScreen
 from .screens import HelpScreen
+from .terminal import watch_terminal
 
 # (keys, what they do): the help screen and docs/tui.md list these.
 KEYS = [
@@ -109,9 +110,12 @@ class MovieChatApp(App[int]):
         self._busy = RetryWhileBusy(self, self.engine.store, give_up=self._reply_stopped)
         self._busy_shown = 0.0
         self.theme = "textual-dark"
+        # A closed terminal ends the app as ctrl+q would, instead of leaving it spinning on no input.
+        self._unwatch_terminal = watch_terminal(self, lambda: self.call_later(self.action_quit))
 
     def on_unmount(self) -> None:
         self._busy.uninstall()
+        self._unwatch_terminal()
 
     def _reply_stopped(self, worker) -> bool:
         return worker.group == "reply" and self.chat_screen.chat.stop_requested
