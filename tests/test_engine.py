@@ -44,6 +44,24 @@ def test_send_streams_and_stores_both_turns(engine):
     assert engine.get_conversation(conversation.id).title == "Where are you going?"
 
 
+def test_a_paced_engine_saves_a_reply_in_fewer_writes(tmp_path, slow_loaded, monkeypatch):
+    # Each piece is one write to the database; paced, the consumer takes pieces at most every 0.3 s.
+    writes = []
+    update = Store.update_message
+    monkeypatch.setattr(Store, "update_message", lambda self, *a, **k: (writes.append(k), update(self, *a, **k))[1])
+    counts = {}
+    for piece_seconds in (0.0, 0.3):
+        with Store(tmp_path / f"{piece_seconds}.db") as store:
+            wordy = GenerationSettings(temperature=0, max_new_tokens=16)  # the tiny model's words, spaced
+            engine = ChatEngine(store, "slow", wordy, loader=lambda spec: slow_loaded, piece_seconds=piece_seconds)
+            writes.clear()
+            reply = engine.send(None, "Where are you going?")
+            reply.consume()
+            counts[piece_seconds] = len(writes)
+            assert engine.messages(reply.conversation_id)[-1].text == reply.text
+    assert counts[0.0] >= 6 and counts[0.3] <= counts[0.0] // 2
+
+
 def test_user_message_is_committed_before_generation(engine):
     conversation = engine.new_conversation()
     engine.send(conversation.id, "Hello?")  # not iterated: nothing generated yet

@@ -150,7 +150,7 @@ def test_unseeded_sampling_varies(tiny):
 
 def test_cancel_stops_mid_reply(tiny):
     stream = stream_reply(tiny, tiny.format.prompt_ids([Turn(USER, "Hi")]),
-                          GenerationSettings(max_new_tokens=200, temperature=1.0))
+                          GenerationSettings(max_new_tokens=200, temperature=1.0), piece_seconds=0)  # per word
     got = []
     for piece in stream:
         got.append(piece)

@@ -58,7 +58,9 @@ def test_seeded_sampling_is_reproducible(tiny):
 
 
 def test_cancel_stops_mid_reply(tiny):
-    stream = stream_reply(tiny, _prompt(tiny), GenerationSettings(max_new_tokens=200, temperature=1.0))
+    # Per word (piece_seconds=0): at the paced rate a fast backend could finish before the third piece.
+    stream = stream_reply(tiny, _prompt(tiny), GenerationSettings(max_new_tokens=200, temperature=1.0),
+                          piece_seconds=0)
     got = []
     for piece in stream:
         got.append(piece)
@@ -177,3 +179,36 @@ def test_a_streamed_reply_times_its_first_and_last_token(tiny):
     assert stats.new_tokens >= 2
     assert 0 < stats.first_token_seconds <= stats.last_token_seconds < stats.seconds
     assert stats.seconds - stats.last_token_seconds >= 0.04
+
+
+# --- the consumer's pace -------------------------------------------------------------------------
+
+
+def test_a_paced_reply_comes_in_fewer_pieces_with_the_same_text(slow_loaded):
+    # The slow model gives a token every ~50 ms: per word, one piece per word; paced at 0.3 s, the
+    # first piece at once and then a few joined ones.
+    settings = GenerationSettings(temperature=0, max_new_tokens=12)
+    per_word = stream_reply(slow_loaded, _prompt(slow_loaded), settings, piece_seconds=0)
+    word_pieces = list(per_word)
+    paced = stream_reply(slow_loaded, _prompt(slow_loaded), settings, piece_seconds=0.3)
+    started = time.perf_counter()
+    paced_pieces, arrivals = [], []
+    for piece in paced:
+        paced_pieces.append(piece)
+        arrivals.append(time.perf_counter() - started)
+    assert paced.text == per_word.text and "".join(paced_pieces).strip() == paced.text
+    assert len(word_pieces) >= 6 and 2 <= len(paced_pieces) <= len(word_pieces) // 2
+    assert all(later - earlier >= 0.29 for earlier, later in zip(arrivals, arrivals[1:]))
+    assert paced.finish_reason == per_word.finish_reason == "length"
+
+
+def test_paced_pieces_end_with_the_reply_and_a_cancel_still_stops_it(slow_loaded):
+    paced = stream_reply(slow_loaded, _prompt(slow_loaded), GenerationSettings(max_new_tokens=200),
+                         piece_seconds=0.2)
+    got = []
+    for piece in paced:
+        got.append(piece)
+        if len(got) == 2:
+            paced.cancel()
+    assert paced.finish_reason == "cancelled" and paced.stats.new_tokens < 40
+    assert paced.text == "".join(got).strip()

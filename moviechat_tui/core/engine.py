@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 from .dialogue import BOT, USER, Conditioning, Turn, next_turn_prefix
 from .export import export_json, export_markdown
 from .importing import TranscriptError, import_json
-from .generation import STALL_SECONDS, ReplyStats, ReplyStream, stream_reply, warm_prefix
+from .generation import PIECE_SECONDS, STALL_SECONDS, ReplyStats, ReplyStream, stream_reply, warm_prefix
 from .loading import DEFAULT_SPEC, LoadedModel, load_model
 from .model_holder import FAILED, LOADING, READY, WAITING, ModelHolder, ModelSwitch  # noqa: F401 (re-exported)
 from .settings import GenerationSettings
@@ -100,10 +100,12 @@ class ChatEngine(VersionActions, ModelHolder):
         settings: GenerationSettings | None = None,
         loader: Callable[[str], LoadedModel] = load_model,
         stall_seconds: float = STALL_SECONDS,
+        piece_seconds: float = PIECE_SECONDS,
     ) -> None:
         ModelHolder.__init__(self, model_spec or DEFAULT_SPEC, loader)
         self.store = store
         self.stall_seconds = stall_seconds  # a reply with no new token for this long ends as an error
+        self.piece_seconds = piece_seconds  # a reply's text is saved and shown at most this often
         self.settings = (settings or GenerationSettings()).validate()
 
     def switch_model(self, spec: str, on_done: Callable[[ModelSwitch], None] | None = None) -> ModelSwitch:
@@ -217,7 +219,7 @@ class ChatEngine(VersionActions, ModelHolder):
         prompt, settings = plan_prompt(loaded, history, conditioning, settings)
         reply.notices.extend(prompt.notices)
 
-        stream = stream_reply(loaded, prompt.ids, settings, self.stall_seconds)
+        stream = stream_reply(loaded, prompt.ids, settings, self.stall_seconds, self.piece_seconds)
         reply._stream = stream
         if reply._cancel_requested:
             stream.cancel()

@@ -77,6 +77,7 @@ class ChatScreen(ChatTools, Screen):
         super().__init__()
         self.engine = engine
         self._initial_conversation_id, self._replay_id = conversation_id, replay_id
+        self._shown_action_state: tuple | None = None  # check_action's inputs when the footer last redrew
 
     # --- layout ---------------------------------------------------------------------------------
 
@@ -184,7 +185,18 @@ class ChatScreen(ChatTools, Screen):
     def _chat_changed(self) -> None:
         self.update_status()
         self.refresh_sidebar()
-        self.refresh_bindings()
+        # Only when what check_action answers changed: the footer redraws all its keys each time,
+        # and at the start of a reply that work takes a core from the model's threads.
+        if self._action_state() != self._shown_action_state:
+            self.refresh_bindings()
+
+    def _action_state(self) -> tuple:
+        """What check_action's answers depend on."""
+        return self.chat.generating, self.chat.editing, self.conversation is None
+
+    def refresh_bindings(self) -> None:
+        self._shown_action_state = self._action_state()
+        super().refresh_bindings()
 
     # --- conversations --------------------------------------------------------------------------
 
