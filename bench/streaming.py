@@ -53,11 +53,11 @@ def figures(stats, text: str) -> dict:
             "decode_tokens_per_second": stats.decode_tokens_per_second, "text": text}
 
 
-def engine_arm(loaded, settings, piece_seconds: float, think: float, db: Path) -> list[dict]:
+def engine_arm(loaded, settings, piece_seconds: float, think: float, db: Path, messages: list[str]) -> list[dict]:
     engine = engine_for(db, loaded, piece_seconds)
     engine.load()
     replies, conversation_id = [], None
-    for message in MESSAGES:
+    for message in messages:
         reply = engine.send(conversation_id, message, settings)
         for _ in reply:
             pass
@@ -68,7 +68,7 @@ def engine_arm(loaded, settings, piece_seconds: float, think: float, db: Path) -
     return replies
 
 
-async def app_arm(loaded, settings, piece_seconds: float, think: float, db: Path) -> list[dict]:
+async def app_arm(loaded, settings, piece_seconds: float, think: float, db: Path, messages: list[str]) -> list[dict]:
     from moviechat_tui.tui.app import MovieChatApp
 
     engine = engine_for(db, loaded, piece_seconds)
@@ -81,7 +81,7 @@ async def app_arm(loaded, settings, piece_seconds: float, think: float, db: Path
         while engine.model_status != "ready":
             await asyncio.sleep(0.05)
         chat.settings = settings
-        for i, message in enumerate(MESSAGES):
+        for i, message in enumerate(messages):
             chat.chat_input.text = message
             await pilot.press("enter")
             while len(sent) <= i or chat.generating:
@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--arms", help="a subset of the arms, separated by ';' (default: all four)")
     parser.add_argument("--rounds", type=int, default=1, help="times each arm runs in each direction")
+    parser.add_argument("--messages", type=int, default=len(MESSAGES), help="the first N of the 8 messages")
     parser.add_argument("--save", type=Path)
     args = parser.parse_args(argv)
 
@@ -119,11 +120,12 @@ def main(argv: list[str] | None = None) -> int:
 
     loaded = load_model(args.model)
     settings = replace(GenerationSettings(), seed=args.seed).validate()  # the app's defaults, seeded
+    messages = MESSAGES[: args.messages]
     arms = {
-        "engine, per word": lambda db: engine_arm(loaded, settings, 0.0, args.think, db),
-        "engine, paced": lambda db: engine_arm(loaded, settings, PIECE_SECONDS, args.think, db),
-        "app, per word": lambda db: asyncio.run(app_arm(loaded, settings, 0.0, args.think, db)),
-        "app, paced": lambda db: asyncio.run(app_arm(loaded, settings, PIECE_SECONDS, args.think, db)),
+        "engine, per word": lambda db: engine_arm(loaded, settings, 0.0, args.think, db, messages),
+        "engine, paced": lambda db: engine_arm(loaded, settings, PIECE_SECONDS, args.think, db, messages),
+        "app, per word": lambda db: asyncio.run(app_arm(loaded, settings, 0.0, args.think, db, messages)),
+        "app, paced": lambda db: asyncio.run(app_arm(loaded, settings, PIECE_SECONDS, args.think, db, messages)),
     }
     if args.arms:
         arms = {name: arms[name] for name in [a.strip() for a in args.arms.split(";")]}
