@@ -18,14 +18,14 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, OptionList
 
 from ..core.captions import settings_summary
-from ..core.engine import FAILED, LOADING, WAITING, ChatEngine, EngineError
+from ..core.engine import FAILED, LOADING, WAITING, ChatEngine
 from ..core.store import Conversation, StoreError
 from .busy import write_in_background
 from .chat import Chat
 from .chat_tools import TOOL_COMMANDS, ChatTools
 from .format import literal
 from .replay import ReplayScreen
-from .screens import ConfirmScreen, PromptScreen, SettingsScreen
+from .screens import ConfirmScreen, PromptScreen, SettingsScreen, check_title
 from .widgets import ChatInput, ChatLog, ConversationList, Sidebar, StatusBar
 
 WIDE = 110  # columns from which the sidebar starts open
@@ -395,9 +395,3 @@ class ChatScreen(ChatTools, Screen):
         chat = self.chat
         self.app.push_screen(SettingsScreen(chat.settings, chat.genres, model, chat.apply_settings, scope),
                              lambda saved: self.focus_input())
-
-
-def check_title(title: str) -> None:
-    """A rename's title, checked in its dialog (an empty one keeps it open); saved on a worker."""
-    if not " ".join(title.split()):
-        raise EngineError("a title can't be empty")
