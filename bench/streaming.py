@@ -10,7 +10,9 @@ messages each arm waits as a user would (`--think`), so the next reply starts fr
 ahead. Arms run in the order A B C D, then D C B A, against drift.
 
 Per reply, from ReplyStats: the wait for the first token, and the decoding speed (the tokens after
-the first over the model's own time for them). The per-word baseline is the same code with
+the first over the model's own time for them); and what the user waits for: from the send (the
+engine's `send`, the app's Enter) to the first piece of the reply handed to the reader (the engine)
+or to its view on screen (the app). The per-word baseline is the same code with
 `ChatEngine(piece_seconds=0)`.
 """
 
@@ -48,8 +50,10 @@ def engine_for(db: Path, loaded, piece_seconds: float):
     return ChatEngine(Store(db), "bench", loader=lambda _: loaded, piece_seconds=piece_seconds)
 
 
-def figures(stats, text: str) -> dict:
+def figures(stats, text: str, sent_at: float, first_piece_at: float | None) -> dict:
+    shown = None if first_piece_at is None else round((first_piece_at - sent_at) * 1000, 1)  # None: no text
     return {"tokens": stats.new_tokens, "first_token_ms": round(stats.first_token_seconds * 1000, 1),
+            "first_piece_ms": shown,
             "decode_tokens_per_second": stats.decode_tokens_per_second, "text": text}
 
 
@@ -58,11 +62,12 @@ def engine_arm(loaded, settings, piece_seconds: float, think: float, db: Path, m
     engine.load()
     replies, conversation_id = [], None
     for message in messages:
+        sent_at, first_piece_at = time.perf_counter(), None
         reply = engine.send(conversation_id, message, settings)
         for _ in reply:
-            pass
+            first_piece_at = first_piece_at or time.perf_counter()
         conversation_id = reply.conversation_id
-        replies.append(figures(reply.stats, reply.message.text))
+        replies.append(figures(reply.stats, reply.message.text, sent_at, first_piece_at))
         time.sleep(think)
     engine.store.close()
     return replies
@@ -70,24 +75,38 @@ def engine_arm(loaded, settings, piece_seconds: float, think: float, db: Path, m
 
 async def app_arm(loaded, settings, piece_seconds: float, think: float, db: Path, messages: list[str]) -> list[dict]:
     from moviechat_tui.tui.app import MovieChatApp
+    from moviechat_tui.tui.widgets import MessageView
 
     engine = engine_for(db, loaded, piece_seconds)
     sent, send = [], engine.send
     engine.send = lambda *args, **kwargs: sent.append(send(*args, **kwargs)) or sent[-1]  # the app's replies
+    shown, append = [], MessageView.append  # when the reply's first piece reached its view
+
+    def timed_append(view, piece: str) -> None:
+        if not view.text:
+            shown.append(time.perf_counter())
+        append(view, piece)
+
     app = MovieChatApp(engine)
     replies = []
-    async with app.run_test(size=(120, 35)) as pilot:
-        chat = app.chat_screen.chat
-        while engine.model_status != "ready":
-            await asyncio.sleep(0.05)
-        chat.settings = settings
-        for i, message in enumerate(messages):
-            chat.chat_input.text = message
-            await pilot.press("enter")
-            while len(sent) <= i or chat.generating:
-                await asyncio.sleep(0.01)
-            replies.append(figures(sent[i].stats, sent[i].message.text))
-            await asyncio.sleep(think)
+    MessageView.append = timed_append
+    try:
+        async with app.run_test(size=(120, 35)) as pilot:
+            chat = app.chat_screen.chat
+            while engine.model_status != "ready":
+                await asyncio.sleep(0.05)
+            chat.settings = settings
+            for i, message in enumerate(messages):
+                chat.chat_input.text = message
+                shown.clear()
+                sent_at = time.perf_counter()
+                await pilot.press("enter")
+                while len(sent) <= i or chat.generating:
+                    await asyncio.sleep(0.01)
+                replies.append(figures(sent[i].stats, sent[i].message.text, sent_at, shown[0] if shown else None))
+                await asyncio.sleep(think)
+    finally:
+        MessageView.append = append
     engine.store.close()
     return replies
 
@@ -100,6 +119,8 @@ def summary(replies: list[dict]) -> dict:
             # all replies' tokens after the first over the model's time for them: long replies weigh more
             "decode_tokens_per_second_pooled": sum(r["tokens"] - 1 for r in timed) / seconds,
             "first_token_ms_median": statistics.median(r["first_token_ms"] for r in replies),
+            "first_piece_ms_median": statistics.median(r["first_piece_ms"] for r in replies
+                                                       if r["first_piece_ms"] is not None),
             "tokens": sum(r["tokens"] for r in replies)}
 
 
@@ -144,13 +165,14 @@ def main(argv: list[str] | None = None) -> int:
     base = next(iter(result["arms"].values()))["decode_tokens_per_second_median"]
     print(f"\nmodel {loaded.name} on {loaded.backend.name}; same replies in every arm: {same_replies}")
     pooled_base = next(iter(result["arms"].values()))["decode_tokens_per_second_pooled"]
-    print(f"{'arm':<18} {'decode tok/s (median)':>22} {'ratio':>6} {'pooled':>7} {'ratio':>6} {'first token ms':>15}")
+    print(f"{'arm':<18} {'decode tok/s (median)':>22} {'ratio':>6} {'pooled':>7} {'ratio':>6} {'first token ms':>15}"
+          f" {'sent to shown ms':>17}")
     for name, arm in result["arms"].items():
         speed, pooled = arm["decode_tokens_per_second_median"], arm["decode_tokens_per_second_pooled"]
         arm["decode_ratio_vs_first_arm"] = speed / base
         arm["decode_pooled_ratio_vs_first_arm"] = pooled / pooled_base
         print(f"{name:<18} {speed:>22.1f} {speed / base:>5.2f}x {pooled:>7.1f} {pooled / pooled_base:>5.2f}x"
-              f" {arm['first_token_ms_median']:>15.0f}")
+              f" {arm['first_token_ms_median']:>15.0f} {arm['first_piece_ms_median']:>17.0f}")
     if args.save:
         args.save.parent.mkdir(parents=True, exist_ok=True)
         args.save.write_text(json.dumps(result, indent=1) + "\n")

@@ -23,7 +23,9 @@ def test_the_streaming_bench_compares_the_same_replies_in_each_arm(tiny_gpt2_dir
     for arm in arms.values():
         assert len(arm["runs"]) == 2 and all(len(run) == 3 for run in arm["runs"])  # A B C D, then D C B A
         assert arm["tokens"] == sum(r["tokens"] for run in arm["runs"] for r in run) > 0
-        assert arm["first_token_ms_median"] > 0
+        assert arm["first_token_ms_median"] > 0 and arm["first_piece_ms_median"] > 0
+        for reply in (r for run in arm["runs"] for r in run):  # sent -> shown spans the model's first token
+            assert reply["first_piece_ms"] is None or reply["first_piece_ms"] >= reply["first_token_ms"]
     first = arms["engine, per word"]
     for arm in arms.values():
         assert arm["decode_ratio_vs_first_arm"] == pytest.approx(
