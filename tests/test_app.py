@@ -10,6 +10,7 @@ import time
 import pytest
 from textual import events
 from textual.widgets import Input
+from textual.widgets._footer import FooterKey
 from tui_pilot import (
     MARKUP, WORDY, app_test, engine_for, plain, saved_conversation, settle, texts,
     type_and_send, wait_until,
@@ -17,6 +18,7 @@ from tui_pilot import (
 
 from moviechat_tui.core import store as store_module
 from moviechat_tui.core.store import Store
+from moviechat_tui.tui import replying
 from moviechat_tui.tui.app import MovieChatApp
 from moviechat_tui.tui.widgets import MessageView
 
@@ -63,6 +65,37 @@ async def test_escape_stops_a_reply_and_keeps_what_was_shown(store, slow_loaded)
         assert bot_view.text == bot.text and bot_view.status == "cancelled"
         assert "cancelled" in plain(bot_view.query_one(".meta"))
         assert not app.screen.query_one("#stop").display
+
+
+def footer_actions(app) -> set[str]:
+    return {key.action for key in app.screen.query(FooterKey)}
+
+
+@app_test
+async def test_the_footer_offers_stop_only_once_a_reply_runs_past_the_footer_delay(store, slow_loaded,
+                                                                                   monkeypatch):
+    # Recomposing the footer while the model reads the history slowed the first token; a reply
+    # that ends within FOOTER_DELAY leaves the footer as it was, a longer one shows esc Stop.
+    monkeypatch.setattr(replying, "FOOTER_DELAY", 60.0)
+    app = MovieChatApp(engine_for(store, slow_loaded, WORDY.replace(max_new_tokens=6)))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(pilot)
+        await type_and_send(pilot, "Hello.")  # the conversation is saved: ctrl+r now retries
+        before = footer_actions(app)
+        recomposed = []
+        original = app.chat_screen.refresh_bindings
+        app.chat_screen.refresh_bindings = lambda: (recomposed.append(1), original())
+        await type_and_send(pilot, "And again.")
+        assert recomposed == [] and footer_actions(app) == before and "stop" not in before
+        monkeypatch.setattr(replying, "FOOTER_DELAY", 0.2)
+        app.chat_screen.chat.settings = WORDY.replace(max_new_tokens=200)
+        app.chat_screen.chat_input.text = "Tell me a long story."
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "stop" in footer_actions(app))
+        assert app.chat_screen.chat.generating
+        await pilot.press("escape")
+        await settle(pilot)
+        assert footer_actions(app) == before
 
 
 @app_test

@@ -1,62 +1,37 @@
-"""The chat widget: one conversation's messages, the message box, and the reply being streamed.
+"""The chat widget: one conversation's messages, the message box, and the reply being streamed
+(replying.py).
 
-Replies generate on a thread worker that iterates the engine's Reply and posts each piece to the
-widget (post_message is thread-safe and never blocks the worker), so the UI stays live and Esc can
-cancel. The widget posts `Chat.Changed` when what the screen shows about it (title, speed, whether
-a reply is running) may have changed.
+The widget posts `Chat.Changed` when what the screen shows about it (title, speed, whether a reply
+is running) may have changed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
-from typing import Callable
 
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.containers import Horizontal, Vertical
 from textual.message import Message as TextualMessage
 from textual.widgets import Button, Static
-from textual.worker import get_current_worker
 
 from ..core.captions import genres_of
 from ..core.dialogue import BOT, USER, Conditioning
-from ..core.engine import FAILED, LOADING, ChatEngine, EngineError, Reply, clean_user_text
+from ..core.engine import FAILED, ChatEngine, EngineError, clean_user_text
 from ..core.settings import GenerationSettings
-from ..core.loading import ModelLoadError
 from ..core.store import Conversation, Message, StoreError, utc_now
 from .busy import write_in_background
 from .format import literal
 from .outbox import Outbox
+from .replying import Replying
 from .turn_actions import TurnActions
-from .widgets import ChatInput, ChatLog, MessageView, TurnView
-
-LOAD_POLL = 0.05  # seconds between checks of a model load a reply waits for (and of esc)
+from .widgets import ChatInput, ChatLog, TurnView
 
 
-@dataclass
-class ReplyPiece(TextualMessage):
-    view: MessageView
-    text: str
-
-
-@dataclass
-class ReplyStarted(TextualMessage):
-    """The user's message is saved (and named a new conversation)."""
-
-    conversation_id: int
-
-
-@dataclass
-class ReplyDone(TextualMessage):
-    reply: Reply | None
-    view: MessageView
-    error: str | None
-
-
-class Chat(TurnActions, Vertical):
-    """The open conversation (None: a new one, saved when its first message is sent). The keys of a
-    selected message (versions, edit, regenerate, fork, rating) are TurnActions'."""
+class Chat(Replying, TurnActions, Vertical):
+    """The open conversation (None: a new one, saved when its first message is sent). The reply being
+    streamed is Replying's; the keys of a selected message (versions, edit, regenerate, fork,
+    rating) are TurnActions'."""
 
     class Changed(TextualMessage):
         """The conversation, its reply state or its settings changed: status and sidebar should follow."""
@@ -69,12 +44,6 @@ class Chat(TurnActions, Vertical):
         self.genres: list[str] = []
         self.persona = Conditioning()  # who the bot plays (its genres are self.genres)
         self.outbox = Outbox()  # messages sent while a reply streams
-        self.reply: Reply | None = None
-        self.generating = False
-        self.last_speed: float | None = None  # tokens/s: decoding alone after a live reply, overall for a stored one
-        self.last_first_token_ms: float | None = None  # after a live reply only (the store keeps no such figure)
-        self.stop_requested = False
-        self._sent_text: str | None = None
 
     def compose(self):
         yield ChatLog(id="chat-log")
@@ -218,7 +187,6 @@ class Chat(TurnActions, Vertical):
 
     async def _send(self, text: str) -> None:
         """Show `text` and its reply-to-be, and start the reply (an edit's, when editing)."""
-        log = self.chat_log
         if self.editing and self.conversation is not None:
             start = partial(await self.edit_start(), text)
         elif self.conversation is not None:
@@ -226,8 +194,7 @@ class Chat(TurnActions, Vertical):
         else:  # saved, with the settings, genres and persona chosen for it, on the worker: the database may be busy
             start = partial(self.engine.send, None, text, self.settings, genres=list(self.genres), persona=self.persona)
         bot = TurnView(BOT, status="partial", speaker=self.persona.character)
-        await log.add(TurnView(USER, text, created_at=utc_now()), bot)
-        self._start_reply(start, bot, text)
+        await self._start_reply(start, bot, [TurnView(USER, text, created_at=utc_now()), bot], text)
 
     async def regenerate(self) -> None:
         if self.refuse_while_replying() or self.conversation is None or self._refuse_without_model():
@@ -241,8 +208,7 @@ class Chat(TurnActions, Vertical):
         for view in log.views()[index + 1:]:
             await view.remove()
         bot = TurnView(BOT, status="partial", speaker=self.persona.character)
-        await log.add(bot)
-        self._start_reply(partial(self.engine.regenerate, self.conversation.id), bot)
+        await self._start_reply(partial(self.engine.regenerate, self.conversation.id), bot, [bot])
 
     def edit_last(self) -> None:
         if self.outbox:  # ↑ takes back what waits to be sent
@@ -300,91 +266,8 @@ class Chat(TurnActions, Vertical):
             return
         await self._send(text)
 
-    def stop(self) -> None:
-        if self.generating:
-            self.stop_requested = True
-            if self.reply is not None:
-                self.reply.cancel()
-
     @on(Button.Pressed, "#stop")
     def _stop_pressed(self) -> None:
         self.stop()
         self.chat_input.focus()
 
-    def _start_reply(self, start: Callable[[], Reply], view: MessageView, text: str | None = None) -> None:
-        """Run `start` (which saves the user's message) and stream its reply into `view`.
-
-        `text` is what the user sent: should saving it fail, it goes back into the message box."""
-        self._sent_text = text
-        self.generating, self.stop_requested = True, False
-        self.query_one("#stop", Button).display = True
-        self.post_message(self.Changed())
-        self._reply_worker(start, view)
-
-    @work(thread=True, group="reply", exit_on_error=False)
-    def _reply_worker(self, start: Callable[[], Reply], view: MessageView) -> None:
-        worker = get_current_worker()
-        reply, error = None, None
-        try:
-            reply = self.reply = start()  # commits the user message
-            self.post_message(ReplyStarted(reply.conversation_id))
-            # Iterating would block on the model load, which can't be interrupted: wait here instead,
-            # so that esc or quitting still answer (the message stays saved, unanswered).
-            while not self.engine.wait_for_model(LOAD_POLL) and not (worker.is_cancelled or self.stop_requested):
-                pass
-            if self.engine.model_status == LOADING:
-                reply.status = "cancelled"
-                self.post_message(ReplyDone(reply, view, None))
-                return
-            if self.stop_requested:
-                reply.cancel()
-            for piece in reply:
-                if worker.is_cancelled:  # the app is closing
-                    reply.cancel()
-                    continue
-                self.post_message(ReplyPiece(view, piece))
-        except (EngineError, StoreError, ModelLoadError) as exc:
-            error = str(exc)
-        except Exception as exc:  # reply.status is "error"; the app carries on
-            error = (reply and reply.error) or f"generation failed: {exc}"
-        self.post_message(ReplyDone(reply, view, error))
-
-    def on_reply_started(self, message: ReplyStarted) -> None:
-        if self.conversation is None:  # the new conversation is saved now
-            try:
-                self.conversation = self.engine.get_conversation(message.conversation_id)
-            except StoreError as exc:
-                self.notify(str(exc), severity="error", timeout=8, markup=False)
-        self.reload_conversation()
-        self.post_message(self.Changed())
-
-    def on_reply_piece(self, message: ReplyPiece) -> None:
-        message.view.append(message.text)
-
-    def on_reply_done(self, message: ReplyDone) -> None:
-        reply, view, error = message.reply, message.view, message.error
-        self.generating, self.reply = False, None
-        self.query_one("#stop", Button).display = False
-        if reply is None:  # nothing was saved (say, the database was locked): show what is stored
-            self.notify(error or "the message was not sent", severity="error", timeout=8, markup=False)
-            # What was sent, what waited after it, and what is being typed: all in the box, nothing lost.
-            parts = (self._sent_text, self.outbox.take_back(), self.chat_input.text)
-            self.chat_input.text = "\n".join(t for t in parts if t)
-            self.reshow()
-            self.post_message(self.Changed())
-            return
-        status = "error" if error and reply.status == "partial" else reply.status
-        view.finish(reply.message, status, note=(error or "") if status == "error" else "")
-        if reply.stats.new_tokens:
-            stats = reply.stats
-            self.last_speed = stats.decode_tokens_per_second
-            self.last_first_token_ms = None if stats.first_token_seconds is None else stats.first_token_seconds * 1000
-        for notice in reply.notices:
-            self.notify(notice, timeout=6, markup=False)
-        if error:
-            self.notify(error, severity="error", timeout=8, markup=False)
-        self.reload_conversation()
-        self.sync_turns()
-        self.post_message(self.Changed())
-        if self.outbox:
-            self.call_later(self._send_waiting)

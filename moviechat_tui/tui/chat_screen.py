@@ -185,9 +185,10 @@ class ChatScreen(ChatTools, Screen):
     def _chat_changed(self) -> None:
         self.update_status()
         self.refresh_sidebar()
-        # Only when what check_action answers changed: the footer redraws all its keys each time,
-        # and at the start of a reply that work takes a core from the model's threads.
-        if self._action_state() != self._shown_action_state:
+        # Only when what check_action answers changed, and not in a reply's first FOOTER_DELAY: the
+        # footer recomposes all its keys, which takes a core from the model's two threads (esc works
+        # all the same, and the stop button shows). Most replies end before: no recompose at all.
+        if self._action_state() != self._shown_action_state and not self.chat.footer_waits:
             self.refresh_bindings()
 
     def _action_state(self) -> tuple:
