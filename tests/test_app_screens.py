@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from textual.widgets import Input
+from textual.widgets._footer import FooterKey
 from tui_pilot import (
     FAST, app_test, engine_for, plain, saved_conversation, settle, texts, type_and_send,
     wait_until,
@@ -13,6 +14,7 @@ from tui_pilot import (
 from moviechat_tui.core.engine import ChatEngine
 from moviechat_tui.core.loading import ModelLoadError
 from moviechat_tui.core.settings import GenerationSettings, SettingsError
+from moviechat_tui.tui import replying
 from moviechat_tui.tui.app import MovieChatApp
 from moviechat_tui.tui.chat_screen import COMMANDS
 from moviechat_tui.tui.replay import ReplayScreen
@@ -275,6 +277,31 @@ async def test_a_conversation_opened_while_the_model_loads_is_read_ahead_once_it
         release.set()
         await settle(pilot)
         assert read == [(old.id, False), (old.id, True)]  # read as soon as the model is there
+
+
+@app_test
+async def test_a_first_message_sent_while_the_model_loads_shows_its_conversation_and_esc(store, tiny_loaded,
+                                                                                        monkeypatch):
+    import threading
+    import time
+
+    monkeypatch.setattr(replying, "FOOTER_DELAY", 0.05)
+    release = threading.Event()
+    engine = ChatEngine(store, "tiny", FAST, loader=lambda spec: release.wait(60) and tiny_loaded)
+    send = engine.send
+    # Saving the message outlasts the footer's wait (a busy database, a load on the same two cores).
+    monkeypatch.setattr(engine, "send", lambda *args, **kwargs: time.sleep(0.5) or send(*args, **kwargs))
+    app = MovieChatApp(engine)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.pause()
+        app.chat_screen.chat_input.text = "Hello while it loads."
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: "Hello while it loads." in plain(app.screen.query_one("#status-title")))
+        await wait_until(pilot, lambda: "stop" in {key.action for key in app.screen.query(FooterKey)})
+        assert app.engine.model_status == "loading" and app.chat_screen.chat.generating
+        release.set()
+        await settle(pilot)
+        assert [m.role for m in store.messages(store.list_conversations()[0].id)] == ["user", "bot"]
 
 
 # --- discoverability ---------------------------------------------------------------------------------------

@@ -77,7 +77,13 @@ class Replying:
         # layout while the model reads the history takes a core from its two threads.
         self.query_one("#stop", Button).display = True
         self.post_message(self.Changed())
-        await self.chat_log.add(*shown)
+        try:
+            await self.chat_log.add(*shown)
+        except Exception:  # nothing was sent: as it was
+            self._footer_timer.stop()
+            self.generating = self.footer_waits = False
+            self.query_one("#stop", Button).display = False
+            raise
         self._reply_worker(start, view)
 
     @work(thread=True, group="reply", exit_on_error=False)
@@ -116,9 +122,10 @@ class Replying:
             except StoreError as exc:
                 self.notify(str(exc), severity="error", timeout=8, markup=False)
         if self.engine.model_status != READY:  # it waits for the model: the footer offers esc now
-            self._footer_follows()
-        elif new:
-            self.post_message(self.Changed())  # else the status line and the sidebar catch up at the end
+            self.footer_waits = False
+        elif not new:
+            return  # the status line and the sidebar catch up later (FOOTER_DELAY, or the reply's end)
+        self.post_message(self.Changed())
 
     def _footer_follows(self) -> None:
         if self.footer_waits:
