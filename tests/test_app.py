@@ -10,9 +10,8 @@ import time
 import pytest
 from textual import events
 from textual.widgets import Input
-from textual.widgets._footer import FooterKey
 from tui_pilot import (
-    MARKUP, WORDY, app_test, engine_for, plain, saved_conversation, settle, texts,
+    MARKUP, WORDY, app_test, engine_for, footer_actions, plain, saved_conversation, settle, texts,
     type_and_send, wait_until,
 )
 
@@ -65,10 +64,6 @@ async def test_escape_stops_a_reply_and_keeps_what_was_shown(store, slow_loaded)
         assert bot_view.text == bot.text and bot_view.status == "cancelled"
         assert "cancelled" in plain(bot_view.query_one(".meta"))
         assert not app.screen.query_one("#stop").display
-
-
-def footer_actions(app) -> set[str]:
-    return {key.action for key in app.screen.query(FooterKey)}
 
 
 @app_test

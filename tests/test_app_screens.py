@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import pytest
 from textual.widgets import Input
-from textual.widgets._footer import FooterKey
 from tui_pilot import (
-    FAST, app_test, engine_for, plain, saved_conversation, settle, texts, type_and_send,
+    FAST, app_test, engine_for, footer_actions, plain, saved_conversation, settle, texts, type_and_send,
     wait_until,
 )
 
@@ -297,7 +296,7 @@ async def test_a_first_message_sent_while_the_model_loads_shows_its_conversation
         app.chat_screen.chat_input.text = "Hello while it loads."
         await pilot.press("enter")
         await wait_until(pilot, lambda: "Hello while it loads." in plain(app.screen.query_one("#status-title")))
-        await wait_until(pilot, lambda: "stop" in {key.action for key in app.screen.query(FooterKey)})
+        await wait_until(pilot, lambda: "stop" in footer_actions(app))
         assert app.engine.model_status == "loading" and app.chat_screen.chat.generating
         release.set()
         await settle(pilot)

@@ -9,6 +9,7 @@ import functools
 import time
 
 from textual.widgets import Static
+from textual.widgets._footer import FooterKey
 
 from moviechat_tui.core.engine import ChatEngine
 from moviechat_tui.core.settings import GenerationSettings
@@ -54,6 +55,11 @@ async def settle(pilot, timeout=30.0):
             return
         assert time.monotonic() < deadline, "the app did not settle"
         await asyncio.sleep(0.02)
+
+
+def footer_actions(app) -> set[str]:
+    """The actions whose keys the footer shows now."""
+    return {key.action for key in app.screen.query(FooterKey)}
 
 
 async def wait_until(pilot, condition, timeout=20.0):

@@ -29,6 +29,7 @@ from .store import Conversation, Message, Store, UnknownMessage
 from .user_input import (  # noqa: F401  (part of the engine's API)
     MAX_MESSAGE_CHARS,
     EngineError,
+    checked_title,
     checked_user_text,
     clean_user_text,
     default_title,
@@ -138,10 +139,7 @@ class ChatEngine(VersionActions, ModelHolder):
         return self.store.get_conversation(conversation_id)
 
     def rename(self, conversation_id: int, title: str) -> Conversation:
-        title = " ".join(title.split())
-        if not title:
-            raise EngineError("a title can't be empty")
-        return self.store.rename_conversation(conversation_id, title)
+        return self.store.rename_conversation(conversation_id, checked_title(title))
 
     def delete(self, conversation_id: int) -> None:
         self.store.delete_conversation(conversation_id)

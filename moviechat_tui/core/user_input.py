@@ -43,6 +43,14 @@ def checked_user_text(text: str) -> tuple[str, list[str]]:
     return text, notices
 
 
+def checked_title(title: str) -> str:
+    """A conversation's new title, on one line; raises when nothing is left of it."""
+    title = " ".join(title.split())
+    if not title:
+        raise EngineError("a title can't be empty")
+    return title
+
+
 def default_title(text: str) -> str:
     line = " ".join(text.split())
     return line if len(line) <= TITLE_LENGTH else line[: TITLE_LENGTH - 1].rstrip() + "…"

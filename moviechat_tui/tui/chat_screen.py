@@ -18,14 +18,14 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, OptionList
 
 from ..core.captions import settings_summary
-from ..core.engine import FAILED, LOADING, WAITING, ChatEngine
+from ..core.engine import FAILED, LOADING, WAITING, ChatEngine, checked_title
 from ..core.store import Conversation, StoreError
 from .busy import write_in_background
 from .chat import Chat
 from .chat_tools import TOOL_COMMANDS, ChatTools
 from .format import literal
 from .replay import ReplayScreen
-from .screens import ConfirmScreen, PromptScreen, SettingsScreen, check_title
+from .screens import ConfirmScreen, PromptScreen, SettingsScreen
 from .widgets import ChatInput, ChatLog, ConversationList, Sidebar, StatusBar
 
 WIDE = 110  # columns from which the sidebar starts open
@@ -302,7 +302,7 @@ class ChatScreen(ChatTools, Screen):
                 write_in_background(self.app, partial(self.engine.rename, conversation.id, title), saved)
 
         self.app.push_screen(PromptScreen(f"Rename conversation #{conversation.id}", conversation.title,
-                                          check_title), renamed)
+                                          checked_title), renamed)
 
     def action_delete_selected(self) -> None:
         self._delete(self._target(from_list=True))

@@ -80,11 +80,15 @@ class Replying:
         try:
             await self.chat_log.add(*shown)
         except Exception:  # nothing was sent: as it was
-            self._footer_timer.stop()
-            self.generating = self.footer_waits = False
-            self.query_one("#stop", Button).display = False
+            self._reply_ended()
             raise
         self._reply_worker(start, view)
+
+    def _reply_ended(self) -> None:
+        self.generating, self.reply, self.footer_waits = False, None, False
+        if self._footer_timer is not None:
+            self._footer_timer.stop()
+        self.query_one("#stop", Button).display = False
 
     @work(thread=True, group="reply", exit_on_error=False)
     def _reply_worker(self, start: Callable[[], Reply], view: MessageView) -> None:
@@ -137,10 +141,7 @@ class Replying:
 
     def on_reply_done(self, message: ReplyDone) -> None:
         reply, view, error = message.reply, message.view, message.error
-        self.generating, self.reply, self.footer_waits = False, None, False
-        if self._footer_timer is not None:
-            self._footer_timer.stop()
-        self.query_one("#stop", Button).display = False
+        self._reply_ended()
         if reply is None:  # nothing was saved (say, the database was locked): show what is stored
             self.notify(error or "the message was not sent", severity="error", timeout=8, markup=False)
             # What was sent, what waited after it, and what is being typed: all in the box, nothing lost.

@@ -71,12 +71,6 @@ class PromptScreen(ModalScreen[str | None]):
         self.dismiss(event.value)
 
 
-def check_title(title: str) -> None:
-    """A rename's title, checked in its PromptScreen (an empty one keeps it open)."""
-    if not " ".join(title.split()):
-        raise EngineError("a title can't be empty")
-
-
 class SettingsScreen(ModalScreen[bool]):
     """Decoding settings and genre steering of the conversation; invalid values save nothing."""
 
