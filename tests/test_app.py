@@ -26,11 +26,12 @@ from moviechat_tui.tui.widgets import MessageView
 
 
 @app_test
-async def test_a_sent_message_gets_a_streamed_reply_that_is_saved(store, tiny_loaded, monkeypatch):
+async def test_a_sent_message_gets_a_streamed_reply_that_is_saved(store, slow_loaded, monkeypatch):
     pieces = []
     original = MessageView.append
     monkeypatch.setattr(MessageView, "append", lambda self, piece: (pieces.append(piece), original(self, piece)))
-    app = MovieChatApp(engine_for(store, tiny_loaded, WORDY))
+    # A token every ~50 ms: the tiny model at full speed writes all 16 within the first paced piece.
+    app = MovieChatApp(engine_for(store, slow_loaded, WORDY))
     async with app.run_test(size=(100, 30)) as pilot:
         await settle(pilot)
         assert app.chat_screen.chat_input.has_focus
