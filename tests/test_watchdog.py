@@ -165,7 +165,10 @@ def test_the_app_shows_a_stalled_reply_as_an_error_and_goes_on(tmp_path, loaded,
                 backend.stall.set()
                 stuck = await exchange(app, pilot, "Are you there?")
                 assert stuck.status == "error" and stuck.text.startswith("Hello")
-                assert any("no token for" in n.message for n in app._notifications)
+                deadline = time.monotonic() + 10  # app.notify posts a message: it is shown a moment later
+                while not any("no token for" in n.message for n in app._notifications):
+                    assert time.monotonic() < deadline, "no notice of the stall"
+                    await pilot.pause(0.05)
                 backend.stall.clear()
                 backend.release.set()
                 await pilot.pause(0.2)
