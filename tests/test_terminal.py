@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import select
@@ -16,7 +17,7 @@ import time
 import pytest
 
 from moviechat_tui.core.store import Store
-from moviechat_tui.tui.terminal import hung_up
+from moviechat_tui.tui.terminal import TerminalOutput, hung_up
 
 
 def test_hung_up_reports_a_closed_terminal_without_reading_its_input():
@@ -37,16 +38,40 @@ def test_hung_up_reports_a_closed_terminal_without_reading_its_input():
         os.close(master), os.close(slave)
 
 
+def test_the_output_outlives_its_terminal():
+    master, slave = os.openpty()
+    output = TerminalOutput(open(slave, "w", closefd=True))
+    try:
+        assert output.fileno() == slave and output.isatty()  # the rest is the terminal's own
+        output.write("shown"), output.flush()
+        assert os.read(master, 100) == b"shown" and not output.failed
+        os.close(master)
+        assert output.write("lost") == 4  # the terminal is gone: no error, nothing shown
+        output.flush()
+        assert output.failed
+    finally:
+        with contextlib.suppress(OSError):  # its last flush fails: the terminal is gone
+            output.close()
+
+
+# Slower than the app's own check (1 s): between the terminal's close and its discovery the app keeps
+# redrawing (a blinking cursor is ~2 writes a second), and Textual's writer thread died of the first
+# failed write, its 30-write queue filled, and the app hung. 20 s of redraws made that certain.
+CHECK_SECONDS = 20.0
+
+
 class TuiOnATerminal:
     """moviechat-tui on a pseudo-terminal of its own and no controlling terminal: so nothing sends it
     SIGHUP when the terminal closes (as under `make run`, whose make blocks SIGHUP)."""
 
-    def __init__(self, model_dir, db):
+    def __init__(self, model_dir, db, check_seconds: float):
         self.master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
         env = dict(os.environ, TERM="xterm-256color")
+        launch = ("import sys, moviechat_tui.tui.terminal as t; t.CHECK_SECONDS = float(sys.argv[1]); "
+                  "from moviechat_tui.cli import main; sys.exit(main(sys.argv[2:]))")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "moviechat_tui.cli", "--model", str(model_dir), "--db", str(db)],
+            [sys.executable, "-c", launch, str(check_seconds), "--model", str(model_dir), "--db", str(db)],
             stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True)
         os.close(slave)
         self.screen = bytearray()
@@ -88,7 +113,7 @@ class TuiOnATerminal:
 @pytest.fixture
 def tui(tiny_gpt2_dir, tmp_path):
     db = tmp_path / "chat.db"
-    app = TuiOnATerminal(tiny_gpt2_dir, db)
+    app = TuiOnATerminal(tiny_gpt2_dir, db, CHECK_SECONDS)
     yield app, db
     app.kill()
     if not app._closing.is_set():
@@ -116,7 +141,7 @@ def test_the_app_exits_when_its_terminal_closes_and_keeps_the_conversation(tui):
     _chat_once(app, db)
     app.close_terminal()
     try:
-        app.process.wait(timeout=30)
+        app.process.wait(timeout=CHECK_SECONDS + 40)
     except subprocess.TimeoutExpired:
         pytest.fail("the app kept running after its terminal closed")
     assert [m.text for m in _saved(db)][0] == "Hello there"

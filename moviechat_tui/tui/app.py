@@ -25,7 +25,7 @@ from ..core.store import Store
 from .busy import BUSY_NOTICE, BUSY_SECONDS, DatabaseBusy, RetryWhileBusy, Written
 from .chat_screen import COMMANDS, ChatScreen
 from .screens import HelpScreen
-from .terminal import watch_terminal
+from .terminal import driver_class, watch_terminal
 
 # (keys, what they do): the help screen and docs/tui.md list these.
 KEYS = [
@@ -101,6 +101,9 @@ class MovieChatApp(App[int]):
         super().__init__()
         self.engine = engine
         self._initial_conversation_id, self._replay_id = conversation_id, replay_id
+
+    def get_driver_class(self):
+        return driver_class(super().get_driver_class())  # one that outlives a closed terminal
 
     def get_default_screen(self) -> ChatScreen:
         return ChatScreen(self.engine, self._initial_conversation_id, self._replay_id)

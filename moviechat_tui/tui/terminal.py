@@ -5,6 +5,12 @@ make is the terminal's session leader, blocks SIGHUP while it waits for its chil
 gets one; its terminal then reads as end-of-file forever, and Textual's input thread spins on it
 (~40 % of a core, found after `tmux kill-server`). So the app watches for both: SIGHUP, and the
 hang-up that poll() reports on a terminal whose other end has closed.
+
+Textual writes the screen from a thread of its own, and a write to a hung-up terminal fails (EIO):
+the thread died of it, its queue of 30 writes filled, and the app's next redraw blocked the event
+loop for good, before the check above could run (found as a CI failure, reproduced with a slower
+check). So the app's driver writes through `TerminalOutput`, which drops what a gone terminal can't
+take and lets the app quit as usual.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import os
 import select
 import signal
 import sys
-from typing import Callable
+from typing import Any, Callable, TextIO
 
 CHECK_SECONDS = 1.0  # how often the app looks at its terminal
 
@@ -34,6 +40,47 @@ def hung_up(fd: int) -> bool:
     poller = select.poll()
     poller.register(fd, select.POLLIN)
     return any(events & (select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, events in poller.poll(0))
+
+
+class TerminalOutput:
+    """The driver's output stream, less its errors: once the terminal is gone, writes go nowhere."""
+
+    def __init__(self, stream: TextIO):
+        self._stream = stream
+        self.failed = False  # a write or flush has failed: nothing shows any more
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except OSError:  # EIO once the terminal hangs up
+            self.failed = True
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except OSError:
+            self.failed = True
+
+    def __getattr__(self, name: str) -> Any:  # fileno, isatty, encoding: the terminal's own
+        return getattr(self._stream, name)
+
+
+def driver_class(default: type) -> type:
+    """Textual's terminal driver, writing through TerminalOutput; any other driver as it is."""
+    if sys.platform == "win32":
+        return default
+    from textual.drivers.linux_driver import LinuxDriver
+
+    if default is not LinuxDriver:  # headless, web, or one named in TEXTUAL_DRIVER
+        return default
+
+    class HangUpSafeDriver(LinuxDriver):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._file = TerminalOutput(self._file)  # what LinuxDriver's writer thread writes to
+
+    return HangUpSafeDriver
 
 
 def watch_terminal(app, on_gone: Callable[[], None]) -> Callable[[], None]:
