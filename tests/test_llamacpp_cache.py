@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 
 import pytest
 import torch
@@ -61,6 +62,27 @@ def test_a_changed_model_is_written_again_and_the_old_file_removed(tiny_gpt2_dir
     load_model(str(model_dir))
     [new] = _converted_dirs()
     assert len(conversions) == 2 and new != old
+
+
+def test_a_conversion_killed_midway_leaves_nothing_behind_once_the_next_one_runs(tiny_gpt2_dir, tmp_path):
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_gpt2_dir, model_dir)
+    load_model(str(model_dir))
+    [name] = _converted_dirs()
+    root = cache_dir() / "llamacpp"
+    shutil.rmtree(root / name)  # as if this launch had been killed while converting...
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # ...by this process, which no longer runs
+    running = subprocess.Popen(["sleep", "60"])  # while another launch still converts
+    try:
+        killed, busy = root / f"{name}.tmp-{gone.pid}", root / f"{name}.tmp-{running.pid}"
+        for folder in (killed, busy):
+            folder.mkdir()
+            (folder / "f32.gguf").write_bytes(b"half written")
+        load_model(str(model_dir))
+        assert not killed.exists() and busy.exists() and (root / name / llamacpp_cache.METADATA).is_file()
+    finally:
+        running.kill(), running.wait()
 
 
 def test_q8_0_that_fails_the_quality_guard_becomes_f32(tiny_gpt2_dir, monkeypatch):

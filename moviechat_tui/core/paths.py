@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import platformdirs
@@ -28,6 +29,31 @@ def default_db_path() -> Path:
     """--db, else $MOVIECHAT_DB, else the user data dir."""
     env = os.environ.get("MOVIECHAT_DB")
     return Path(env) if env else data_dir() / "conversations.db"
+
+
+def build_dir_for(target: Path) -> Path:
+    """An empty folder beside `target` (`<name>.tmp-<pid>`) to build it in before os.replace puts it in
+    place. Ones left by processes that died building it are removed first: a kill during a first
+    launch's model conversion left ~650 MB behind each time."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for other in target.parent.glob(f"{target.name}.tmp-*"):
+        pid = other.name.rpartition("-")[2]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(other, ignore_errors=True)
+    build = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(build, ignore_errors=True)
+    build.mkdir()
+    return build
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # no signal sent: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def gpt2_tokenizer():

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .paths import SHIPPED_MODEL_DIR, cache_dir
+from .paths import SHIPPED_MODEL_DIR, build_dir_for, cache_dir
 
 DEFAULT_SPEC = "default"
 OFFLINE_BASE = "smollm2-135m"
@@ -110,11 +110,9 @@ def convert_smollm2(target: Path | None = None) -> Path:
     model = AutoModelForCausalLM.from_config(quantized.config, dtype=torch.float32)
     model.load_state_dict(quantized.state_dict())
     model.generation_config = quantized.generation_config
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = build_dir_for(target)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    target.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.replace(tmp, target)
     except OSError:  # another process finished first

@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable
 
+from ..paths import build_dir_for
 from .conversion_cache import ConversionCache, choice_from_env, files_digest
 from .ct2 import CT2Backend, new_generator, track
 from .quality import QualityReport, compare, guard_figures, guard_metadata
@@ -59,8 +60,7 @@ def convert(model, tokenizer, label: str, key: str, context_window: int) -> Path
 
 def _convert(model, tokenizer, target: Path, context_window: int) -> None:
     """Convert to int8, keep it if the quality guard passes, else convert to float32 (exact)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    tmp = build_dir_for(target)
     choice = compute_choice()
     meta: dict = {"context_window": context_window}
     for compute_type in COMPUTE_TYPES if choice == "auto" else (choice,):

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Iterable
 
 from . import threads
+from ..paths import build_dir_for
 from .conversion_cache import ConversionCache, choice_from_env, files_digest
 from .gguf_export import ExportError, write_model
 from .llamacpp import LlamaCppBackend, open_gguf, quiet
@@ -79,10 +80,7 @@ def _convert(model, tokenizer, target: Path, context_window: int) -> None:
     end), or the weights MOVIECHAT_GGUF_WEIGHTS names, with the guard's figures either way."""
     from ..dialogue import format_for
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    tmp = build_dir_for(target)
     f32 = tmp / "f32.gguf"
     write_model(model, tokenizer, f32)
     choice = weights_choice()
