@@ -194,7 +194,7 @@ class Chat(Replying, TurnActions, Vertical):
         else:  # saved, with the settings, genres and persona chosen for it, on the worker: the database may be busy
             start = partial(self.engine.send, None, text, self.settings, genres=list(self.genres), persona=self.persona)
         bot = TurnView(BOT, status="partial", speaker=self.persona.character)
-        await self._start_reply(start, bot, [TurnView(USER, text, created_at=utc_now()), bot], text)
+        await self._start_reply(start, [TurnView(USER, text, created_at=utc_now()), bot], text)
 
     async def regenerate(self) -> None:
         if self.refuse_while_replying() or self.conversation is None or self._refuse_without_model():
@@ -208,7 +208,7 @@ class Chat(Replying, TurnActions, Vertical):
         for view in log.views()[index + 1:]:
             await view.remove()
         bot = TurnView(BOT, status="partial", speaker=self.persona.character)
-        await self._start_reply(partial(self.engine.regenerate, self.conversation.id), bot, [bot])
+        await self._start_reply(partial(self.engine.regenerate, self.conversation.id), [bot])
 
     def edit_last(self) -> None:
         if self.outbox:  # ↑ takes back what waits to be sent

@@ -64,10 +64,9 @@ class Replying:
             if self.reply is not None:
                 self.reply.cancel()
 
-    async def _start_reply(self, start: Callable[[], Reply], view: MessageView, shown: list[MessageView],
-                           text: str | None = None) -> None:
-        """Show `shown` (ending with `view`), run `start` (which saves the user's message) and stream
-        its reply into `view`.
+    async def _start_reply(self, start: Callable[[], Reply], shown: list[MessageView], text: str | None = None) -> None:
+        """Show `shown`, run `start` (which saves the user's message) and stream its reply into the
+        last of them.
 
         `text` is what the user sent: should saving it fail, it goes back into the message box."""
         self._sent_text = text
@@ -82,7 +81,7 @@ class Replying:
         except Exception:  # nothing was sent: as it was
             self._reply_ended()
             raise
-        self._reply_worker(start, view)
+        self._reply_worker(start, shown[-1])
 
     def _reply_ended(self) -> None:
         self.generating, self.reply, self.footer_waits = False, None, False

@@ -16,6 +16,7 @@ take and lets the app quit as usual.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import select
 import signal
@@ -47,20 +48,16 @@ class TerminalOutput:
 
     def __init__(self, stream: TextIO):
         self._stream = stream
-        self.failed = False  # a write or flush has failed: nothing shows any more
 
     def write(self, text: str) -> int:
         try:
             return self._stream.write(text)
-        except OSError:  # EIO once the terminal hangs up
-            self.failed = True
+        except OSError:  # EIO once the terminal hangs up (the hang-up check then ends the app)
             return len(text)
 
     def flush(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self._stream.flush()
-        except OSError:
-            self.failed = True
 
     def __getattr__(self, name: str) -> Any:  # fileno, isatty, encoding: the terminal's own
         return getattr(self._stream, name)

@@ -3,7 +3,7 @@ and send it as a new version, regenerate a reply, fork the conversation there, r
 
 TurnActions is a mixin of the Chat widget (chat.py). It relies on the Chat's `engine`,
 `conversation`, `chat_log`, `chat_input`, `edit_banner` and on refuse_while_replying(),
-_refuse_without_model(), reshow() and _start_reply(start, view, shown, text); a fork is opened by the
+_refuse_without_model(), reshow() and _start_reply(start, shown, text); a fork is opened by the
 screen (`open_conversation`). The engine does the work (core/versions.py), never on the event loop:
 switching versions, forking and rating are written on a worker (tui/busy.write_in_background),
 regenerate and edit on the reply's worker. This keeps the screen in step with the store.
@@ -73,7 +73,7 @@ class TurnActions:
             await later.remove()
         bot = TurnView(BOT, status="partial", speaker=self.persona.character)
         await self._start_reply(partial(self.engine.regenerate, self.conversation.id, message_id=message.id),
-                                bot, [bot])
+                                [bot])
         bot.focus()  # selected, so ← compares it with the earlier reply once it is written
 
     def begin_edit(self, message: Message) -> None:
